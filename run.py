@@ -1,0 +1,71 @@
+"""Start the storage service: check the storage path, fork the workers, serve until SIGTERM.
+
+python run.py --workers 2 --port 8000 --path ./data     (see --help; STORAGE_* env vars too)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvloop
+from pydantic_settings import CliApp
+from tornado.netutil import bind_sockets
+from tornado.process import fork_processes
+
+from storage_server.blobfs import BlobStore, StorageError
+from storage_server.server import serve
+from storage_server.settings import Settings
+
+log = logging.getLogger("storage_server")
+
+
+def children() -> list[int]:
+    """PIDs of this process's children, read from /proc."""
+    me, pids = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                pids.append(int(entry.name))
+    return pids
+
+
+def forward(signum: int, _frame: FrameType | None) -> None:
+    """In the supervisor: pass the stop signal on; each worker drains and exits with 0."""
+    for pid in children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+    store = BlobStore(config.path, fsync=config.fsync)
+    try:
+        store.prepare()
+        store.sweep(grace=0)  # no worker runs yet, so every temp file is a crash's leftover
+        for sock in bind_sockets(config.port, config.host):  # fail now if the port is taken
+            sock.close()
+    except (StorageError, OSError) as exc:
+        sys.exit(f"storage_server: cannot start: {exc}")
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("serving %s on %s:%d", store.root, config.host, config.port)
+    fork_processes(config.workers)  # returns only in a worker; a worker that dies is replaced
+    uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""One worker process: the HTTP server around the app, its own SO_REUSEPORT socket, the periodic
+temp sweep, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from tornado.web import Application
+
+from .blobfs import BlobStore
+from .handlers import make_app
+from .settings import Settings
+
+log = logging.getLogger("storage_server")
+
+JSON_BODY_LIMIT = 1024 * 1024  # bucket bodies; file uploads lift it per request
+BODY_CHUNK = 256 * 1024  # bytes read from the socket per data_received call
+SWEEP_EVERY = 60.0
+
+
+def make_server(config: Settings, store: BlobStore) -> HTTPServer:
+    """An HTTPServer for the app, with the connection limits taken from the settings."""
+    return HTTPServer(
+        make_app(config, store),
+        idle_connection_timeout=config.idle_timeout,
+        max_body_size=JSON_BODY_LIMIT,
+        chunk_size=BODY_CHUNK,
+    )
+
+
+def in_flight(server: HTTPServer) -> int:
+    """Requests the server's app has begun and not yet finished."""
+    app = server.request_callback
+    assert isinstance(app, Application)
+    return len(app.settings["in_flight"])
+
+
+async def serve(config: Settings) -> None:
+    """Run one worker until SIGTERM or SIGINT, then drain in-flight requests and return."""
+    store = BlobStore(config.path, fsync=config.fsync)
+    server = make_server(config, store)
+    server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sweeper = asyncio.create_task(_sweep_forever(store))
+    log.info("worker listening on %s:%d", config.host, config.port)
+    await stop.wait()
+
+    server.stop()  # no new connections; requests already in flight go on
+    sweeper.cancel()
+    deadline = loop.time() + config.shutdown_timeout
+    while in_flight(server) and loop.time() < deadline:  # noqa: ASYNC110 (the count lives in handlers)
+        await asyncio.sleep(0.05)
+    if in_flight(server):
+        log.warning("stopping with %d requests still in flight", in_flight(server))
+    await asyncio.wait_for(server.close_all_connections(), timeout=5)
+
+
+async def _sweep_forever(store: BlobStore) -> None:
+    """Remove temp files of workers that died (the next start would too, but may be far off)."""
+    while True:
+        try:
+            removed = await asyncio.to_thread(store.sweep)
+            if removed:
+                log.info("removed %d stale temp entries", removed)
+        except OSError:
+            log.exception("temp sweep failed")
+        await asyncio.sleep(SWEEP_EVERY)
