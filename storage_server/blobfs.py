@@ -170,11 +170,6 @@ def _bucket_meta(bucket: Bucket) -> bytes:
     return bucket.model_dump_json(exclude={"name"}).encode()
 
 
-def _identity(fd: int) -> tuple[int, int]:
-    info = os.fstat(fd)
-    return info.st_dev, info.st_ino
-
-
 class BlobReader:
     """An open stored file: `record` describes it, `read` returns its next bytes."""
 
@@ -201,16 +196,18 @@ class Upload:
     closes the descriptor under a running `write`.
     """
 
-    def __init__(self, store: BlobStore, bucket: str, parts: tuple[str, ...], bucket_id: tuple[int, int]):
+    def __init__(self, store: BlobStore, bucket: str, parts: tuple[str, ...], bucket_fd: int):
         self._store = store
         self._bucket = bucket
         self._parts = parts
-        self._bucket_id = bucket_id
         self._lock = threading.Lock()
         self._hash = hashlib.sha256()
         self.size = 0
         self._temp: Path | None = store._tmp / f"{uuid.uuid4().hex}.part"
         self._fd: int | None = store._open_temp(self._temp)
+        # Held open for the whole upload: the commit goes into this very bucket or nowhere,
+        # and its inode cannot be reused by a bucket recreated under the same name meanwhile.
+        self._bucket_fd: int | None = bucket_fd
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append data; raise InsufficientStorage when the disk is full."""
@@ -261,11 +258,11 @@ class Upload:
             created_at=now,
             updated_at=now,
         )
-        # The shared lock keeps delete_bucket out until the rename is done; the identity check
-        # turns an upload into a bucket deleted (or deleted and recreated) meanwhile into a 404.
-        with store._locked_bucket(self._bucket, exclusive=False) as bucket_fd:
-            if _identity(bucket_fd) != self._bucket_id:
-                raise bucket_not_found(self._bucket)
+        # The shared lock keeps delete_bucket out until the rename is done; the check turns an
+        # upload into a bucket deleted (or deleted and recreated) meanwhile into a 404.
+        bucket_fd = self._bucket_fd
+        assert bucket_fd is not None
+        with store._locking(bucket_fd, self._bucket, exclusive=False):
             for _attempt in range(_COMMIT_ATTEMPTS):
                 try:
                     with _translated("the key"):
@@ -273,9 +270,9 @@ class Upload:
                 except FileNotFoundError:
                     continue  # a concurrent delete pruned a folder on the way: make it again
                 try:
-                    previous = store._read_meta(parent, self._parts[-1])
-                    if previous is not None and "created_at" in previous:
-                        record = record.model_copy(update={"created_at": previous["created_at"]})
+                    created = store._created_at(parent, self._parts[-1])
+                    if created is not None:
+                        record = record.model_copy(update={"created_at": created})
                     with _translated("the key"):
                         os.setxattr(fd, FILE_XATTR, _file_meta(record))
                         if store.fsync:
@@ -295,9 +292,11 @@ class Upload:
         raise Conflict("the key's folder kept disappearing under concurrent deletes; try again")
 
     def _discard(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        for attr in ("_fd", "_bucket_fd"):
+            fd = getattr(self, attr)
+            setattr(self, attr, None)
+            if fd is not None:
+                os.close(fd)
         temp, self._temp = self._temp, None
         if temp is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -466,13 +465,13 @@ class BlobStore:
         parts = validate_key(key)
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
-            try:
-                identity = _identity(bucket_fd)
-                self._check_way(bucket_fd, parts)
-            finally:
-                os.close(bucket_fd)
-        with _translated("the upload"):
-            return Upload(self, bucket, parts, identity)
+        try:
+            self._check_way(bucket_fd, parts)
+            with _translated("the upload"):
+                return Upload(self, bucket, parts, bucket_fd)
+        except BaseException:
+            os.close(bucket_fd)
+            raise
 
     def open_file(self, bucket: str, key: str) -> BlobReader:
         """Open a stored file; raise InvalidKey, InvalidName, BucketNotFound or FileNotFound."""
@@ -562,20 +561,35 @@ class BlobStore:
 
     @contextlib.contextmanager
     def _locked_bucket(self, name: str, *, exclusive: bool) -> Iterator[int]:
-        """Open and flock the bucket folder, then check it is still the one under its name."""
+        """Open and flock the bucket folder, checking it is still the one under its name."""
         with self._root() as root_fd:
             fd = self._open_bucket(root_fd, name)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            with self._locking(fd, name, exclusive=exclusive):
+                yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locking(self, fd: int, name: str, *, exclusive: bool) -> Iterator[None]:
+        """flock an open bucket folder; raise BucketNotFound unless it still stands under `name`.
+
+        delete_bucket renames under the exclusive lock, so once the check passes with any lock
+        held, the bucket stays put until the lock is released.
+        """
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            with self._root() as root_fd:
                 try:
                     now = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
                 except FileNotFoundError:
                     raise bucket_not_found(name) from None
-                if (now.st_dev, now.st_ino) != _identity(fd):
-                    raise bucket_not_found(name)
-                yield fd
-            finally:
-                os.close(fd)  # also releases the flock
+            info = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+                raise bucket_not_found(name)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     @staticmethod
     def _read_bucket(fd: int, name: str) -> Bucket:
@@ -632,16 +646,15 @@ class BlobStore:
             raise Conflict("a folder stands where the key needs a file")
 
     @staticmethod
-    def _read_meta(parent: int, name: str) -> dict[str, Any] | None:
-        """The stored metadata of the file now at `name`, if any."""
+    def _created_at(parent: int, name: str) -> datetime | None:
+        """When the file now at `name` was first stored, if it is one of ours: kept on overwrite."""
         try:
             fd = os.open(name, _FILE, dir_fd=parent)
         except OSError:
             return None
         try:
-            meta: dict[str, Any] = json.loads(os.getxattr(fd, FILE_XATTR))
-            return meta
-        except (OSError, ValueError):
+            return datetime.fromisoformat(json.loads(os.getxattr(fd, FILE_XATTR))["created_at"])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         finally:
             os.close(fd)
