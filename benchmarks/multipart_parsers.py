@@ -37,7 +37,11 @@ def small_parts(count: int) -> bytes:
     parts = []
     for i in range(count):
         parts.append(
-            b"--" + BOUNDARY + b"\r\n" + f'Content-Disposition: form-data; name="f{i}"\r\n\r\n'.encode() + b"x" * 100
+            b"--"
+            + BOUNDARY
+            + b"\r\n"
+            + f'Content-Disposition: form-data; name="f{i}"\r\n\r\n'.encode()
+            + b"x" * 100
         )
     return b"\r\n".join(parts) + b"\r\n--" + BOUNDARY + b"--\r\n"
 

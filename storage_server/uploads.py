@@ -16,6 +16,8 @@ from .blobfs import Upload
 FILE_FIELD = "file"
 NAME_MAX_BYTES = 1024
 OCTET_STREAM = "application/octet-stream"
+# Types that say nothing about a raw body: curl -d and many HTTP clients send the second by default.
+GENERIC_TYPES = {OCTET_STREAM, "application/x-www-form-urlencoded"}
 
 _CONTENT_TYPE = re.compile(r"[!-~][ -~]{0,254}")  # printable ASCII, at most 255 characters
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -138,6 +140,6 @@ def check_content_type(value: str | None) -> str | None:
 
 def resolve_content_type(declared: str | None, name: str) -> str:
     """The declared type unless it is missing or generic, else a guess from the name."""
-    if declared and parse_options_header(declared)[0] != OCTET_STREAM:
+    if declared and parse_options_header(declared)[0] not in GENERIC_TYPES:
         return declared
     return mimetypes.guess_type(name)[0] or OCTET_STREAM

@@ -54,7 +54,7 @@ class Api:
         if body is not None and not isinstance(body, bytes | str):
             body = json.dumps(body)
             kwargs.setdefault("headers", {}).setdefault("Content-Type", "application/json")
-        if body is None and method in ("POST", "PUT", "PATCH"):
+        if body is None and method in ("POST", "PUT", "PATCH") and "body_producer" not in kwargs:
             body = b""
         kwargs.setdefault("request_timeout", 60)
         response: HTTPResponse = await self.client.fetch(

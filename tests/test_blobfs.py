@@ -309,7 +309,9 @@ def test_sweep_skips_a_locked_trash_entry(store: BlobStore) -> None:
     assert not trashed.exists()
 
 
-def test_symlinks_inside_the_storage_path_are_never_followed(tmp_path: Path, store: BlobStore, bucket: str) -> None:
+def test_symlinks_inside_the_storage_path_are_never_followed(
+    tmp_path: Path, store: BlobStore, bucket: str
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     canary = outside / "canary.txt"
