@@ -99,7 +99,7 @@ def test_hostile_bucket_names_are_rejected(name: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["a", "data/2024/01/report.csv", "ünïcødé/文件.txt", "x" * 255, "a b/c d", ".hidden", "a..b", "…", "a∕b"],
+    ["a", "data/2024/01/report.csv", "ünïcødé/文件.txt", "x" * 255, "a b/c d", ".hidden", "a..b", "…", "a\u2215b", "\uff0e\uff0e"]  # look-alikes of "/" and ".." are plain names,
 )
 def test_plain_keys_round_trip(store: BlobStore, bucket: str, key: str) -> None:
     upload(store, bucket, key, b"payload")

@@ -55,8 +55,8 @@ async def raw_exchange(api: Api, request: bytes, read_timeout: float = 5.0) -> b
         writer.close()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
@@ -350,7 +350,7 @@ async def test_a_large_streamed_upload_round_trips(api: Api, store: BlobStore, p
 async def test_client_disconnect_mid_upload_leaves_nothing(api: Api, store: BlobStore, photos: str) -> None:
     await api.upload(photos, "a.bin", b"previous")
     port = urllib.parse.urlsplit(api.url("/")).port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         f"POST /api/v1/files/{photos}/a.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n".encode()
         + b"z" * 300_000
