@@ -16,6 +16,7 @@ from tornado.testing import bind_unused_port
 from storage_server.blobfs import BlobStore
 from storage_server.server import make_server
 from storage_server.settings import Settings
+from tests.service import Service
 
 
 @pytest.fixture
@@ -78,3 +79,18 @@ def api(http_server_client: Any) -> Api:
 
 def body_json(response: HTTPResponse) -> Any:
     return json.loads(response.body)
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[type[Service]]:
+    """Start run.py with the given flags (storage in tmp_path/data); every one is killed after."""
+    started: list[Service] = []
+
+    class Started(Service):
+        def __init__(self, *args: str) -> None:
+            super().__init__(tmp_path / "data", *args)
+            started.append(self)
+
+    yield Started
+    for service in started:
+        service.stop()

@@ -141,14 +141,14 @@ async def test_hostile_keys_and_bucket_names_touch_no_canary(
     before = snapshot(tmp_path)
 
     statuses: list[int] = []
-    for key in HOSTILE_KEYS + ["../abcd/x", "../canary.txt", "../../canary.txt"]:
+    for key in [*HOSTILE_KEYS, "../abcd/x", "../canary.txt", "../../canary.txt"]:
         for encoded in encodings(key):
             for method in ("PUT", "GET", "DELETE"):
                 body = b"overwritten" if method == "PUT" else None
                 response = await api.request(method, f"/api/v1/files/abc/{encoded}", body)
                 statuses.append(response.code)
                 assert response.code < 500, (method, encoded, response.body)
-    for name in HOSTILE_BUCKETS + ["..", "%2e%2e", "abcd/.."]:
+    for name in [*HOSTILE_BUCKETS, "..", "%2e%2e", "abcd/.."]:
         for encoded in encodings(name):
             for method in ("PUT", "GET", "DELETE"):
                 body = b"overwritten" if method == "PUT" else None
