@@ -25,9 +25,9 @@ from storage_server.settings import Settings
 log = logging.getLogger("storage_server")
 
 
-def children() -> list[int]:
-    """PIDs of this process's children, read from /proc."""
-    me, pids = os.getpid(), []
+def children(parent: int | None = None) -> list[int]:
+    """PIDs of the children of `parent` (default: this process), read from /proc."""
+    me, pids = parent or os.getpid(), []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:

@@ -155,9 +155,12 @@ class LargeFileUser(HttpUser):
     @task
     def round_trip(self) -> None:
         key = f"huge/{uuid.uuid4().hex}.bin"
-        with self.source.open("rb") as body, self.client.post(
-            f"{API}/files/{SHARED_BUCKET}/{key}", data=body, name="upload huge", catch_response=True
-        ) as response:
+        with (
+            self.source.open("rb") as body,
+            self.client.post(
+                f"{API}/files/{SHARED_BUCKET}/{key}", data=body, name="upload huge", catch_response=True
+            ) as response,
+        ):
             if response.status_code != 201 or response.json()["file"]["sha256"] != self.digest:
                 response.failure(f"upload answered {response.status_code} or a wrong sha256")
                 return

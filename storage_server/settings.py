@@ -28,7 +28,7 @@ class Settings(BaseSettings):
         description="Address to listen on. The service is internal: use 0.0.0.0 only behind a firewall.",
     )
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
-    workers: int = Field(1, ge=0, description="Worker processes to fork; 0 starts one per CPU.")
+    workers: int = Field(0, ge=0, description="Worker processes to fork; 0 starts one per CPU.")
     path: Path = Field(Path("./data"), description="Directory that holds the buckets (created when missing).")
     chunk_size: int = Field(
         64 * KiB,
@@ -59,3 +59,22 @@ class Settings(BaseSettings):
         description="Seconds a worker waits for in-flight requests after SIGTERM before it exits.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging threshold.")
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the fields above."""
+    rows = ["| env var | `run.py` flag | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            flag += f"` / `--no-{flag[2:]}"
+        default = field.default
+        if isinstance(default, Path) and not default.is_absolute():
+            default = f"./{default}"
+        default = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `STORAGE_{name.upper()}` | `{flag}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

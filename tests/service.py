@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from run import children
+
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
 
@@ -19,19 +21,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def memory_kib(pid: int, field: str) -> int:

@@ -97,13 +97,13 @@ def test_stale_temp_files_are_swept_at_start(start: type[Service], tmp_path: Pat
     tmp = tmp_path / "data" / blobfs.INTERNAL_DIR / "tmp"
     tmp.mkdir(parents=True)
     (tmp / "crashed.part").write_bytes(b"half an upload")
-    service = start()
+    service = start("--workers", "1")
     service.wait_ready(workers=1)
     assert os.listdir(tmp) == []
 
 
 def test_a_taken_port_fails_fast_with_a_clear_message(start: type[Service]) -> None:
-    first = start()
+    first = start("--workers", "1")
     first.wait_ready(workers=1)
     second = start("--port", str(first.port))
     assert second.proc.wait(20) != 0
