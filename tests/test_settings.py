@@ -41,10 +41,17 @@ def test_run_py_flags_come_from_the_same_fields(monkeypatch: pytest.MonkeyPatch)
         Settings,
         cli_args=["--port", "9001", "--max-upload-size", "1024", "--no-fsync", "--stall-timeout", "5"],
     )
-    assert (config.port, config.max_upload_size, config.fsync, config.stall_timeout) == (9001, 1024, False, 5.0)
+    assert (config.port, config.max_upload_size, config.fsync, config.stall_timeout) == (
+        9001,
+        1024,
+        False,
+        5.0,
+    )
 
 
-@pytest.mark.parametrize(("field", "value"), [("port", 0), ("port", 70000), ("workers", -1), ("chunk_size", 10)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("port", 0), ("port", 70000), ("workers", -1), ("chunk_size", 10)]
+)
 def test_out_of_range_values_are_refused(field: str, value: int) -> None:
     with pytest.raises(ValidationError):
         Settings(**{field: value})
