@@ -388,6 +388,11 @@ class BlobStore:
             with contextlib.suppress(OSError):
                 os.unlink(probe)
 
+    def free_bytes(self) -> int:
+        """Bytes an unprivileged writer can still store under the root."""
+        info = os.statvfs(self.root)
+        return info.f_bavail * info.f_frsize
+
     # -- buckets ----------------------------------------------------------------------------------
 
     def create_bucket(self, name: str, *, public: bool, description: str | None) -> tuple[Bucket, bool]:
@@ -459,10 +464,13 @@ class BlobStore:
 
     # -- files ------------------------------------------------------------------------------------
 
-    def begin_upload(self, bucket: str, key: str) -> Upload:
-        """Start an upload of `key`; raise InvalidKey, InvalidName, BucketNotFound, or Conflict
-        when a file or folder already stands in the key's way."""
+    def begin_upload(self, bucket: str, key: str, size: int | None = None) -> Upload:
+        """Start an upload of `key` (of `size` bytes, when known); raise InvalidKey, InvalidName,
+        BucketNotFound, Conflict when a file or folder stands in the key's way, or
+        InsufficientStorage when `size` bytes do not fit on the disk."""
         parts = validate_key(key)
+        if size is not None and size > self.free_bytes():
+            raise InsufficientStorage(f"not enough free space for {size} bytes")
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
         try:

@@ -217,7 +217,7 @@ class FileHandler(BaseHandler):
             self.filename = header_filename(self.request.headers.get("X-Filename"))
             check_content_type(content_type)
         bucket, key = self.path_args
-        self.upload = await self.call(self.store.begin_upload, bucket, key)
+        self.upload = await self.call(self.store.begin_upload, bucket, key, length)
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length)
         self.received = 0
