@@ -43,9 +43,10 @@ def temp_files(store: BlobStore) -> list[str]:
 def test_store_write_past_the_end_of_the_disk_raises_and_abort_cleans_up(store: BlobStore) -> None:
     store.create_bucket("photos", public=False, description=None)
     upload = store.begin_upload("photos", "big.bin")
+    for _ in range(3):
+        upload.write(b"x" * MiB)
     with pytest.raises(blobfs.InsufficientStorage):
-        for _ in range(8):
-            upload.write(b"x" * MiB)
+        upload.write(b"x" * (2 * MiB))
     upload.abort()
     assert temp_files(store) == []
     assert not (store.root / "photos" / "big.bin").exists()
