@@ -221,16 +221,17 @@ class FileHandler(BaseHandler):
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length)
         self.received = 0
-        self._touch()
+        self.last_data = IOLoop.current().time()
+        self._watch_stall()
 
-    def _touch(self) -> None:
-        """Restart the stall timer: an upload that sends nothing for stall_timeout is dropped."""
-        if self._stall is not None:
-            self._stall.cancel()
-        self._stall = asyncio.get_running_loop().call_later(self.config.stall_timeout, self._stalled)
-
-    def _stalled(self) -> None:
-        log.info("aborting upload of %s: no data for %ss", self.request.path, self.config.stall_timeout)
+    def _watch_stall(self) -> None:
+        """Drop an upload that sent nothing for stall_timeout; a slow but steady one goes on."""
+        timeout = self.config.stall_timeout
+        idle = IOLoop.current().time() - self.last_data
+        if idle < timeout:
+            self._stall = asyncio.get_running_loop().call_later(timeout - idle, self._watch_stall)
+            return
+        log.info("aborting upload of %s: no data for %ss", self.request.path, timeout)
         self._discard()
         self.connection.close()
 
@@ -249,7 +250,7 @@ class FileHandler(BaseHandler):
             if limit is not None and self.received > limit:
                 raise ApiError(413, "payload_too_large", f"uploads are limited to {limit} bytes")
             await self.call(self.body.feed, chunk)
-            self._touch()
+            self.last_data = IOLoop.current().time()
         except Exception as exc:
             self._fail(exc)
 

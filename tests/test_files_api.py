@@ -414,3 +414,14 @@ async def test_concurrent_uploads_of_one_key_keep_one_whole_version(
     assert [r.code for r in responses] == [201] * 10
     assert (await api.request("GET", f"/api/v1/files/{photos}/same")).body in versions
     assert temp_files(store) == []
+
+
+async def test_a_slow_but_steady_upload_outlives_the_stall_timeout(api: Api, photos: str) -> None:
+    async def produce(write: Any) -> None:
+        for _ in range(8):  # 3.5 s in all, never 2 s (the test stall_timeout) without a byte
+            await write(b"s" * 1000)
+            await asyncio.sleep(0.5)
+
+    response = await api.request("PUT", f"/api/v1/files/{photos}/slow.bin", body_producer=produce)
+    assert response.code == 201
+    assert body_json(response)["file"]["size"] == 8000
