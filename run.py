@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,8 +19,8 @@ from pydantic_settings import CliApp
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from storage_server.blobfs import BlobStore, StorageError
-from storage_server.server import serve
+from storage_server.blobfs import INTERNAL_DIR, BlobStore
+from storage_server.errors import StorageError
 from storage_server.settings import Settings
 
 log = logging.getLogger("storage_server")
@@ -56,10 +57,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         store.prepare()
         store.sweep(grace=0)  # no worker runs yet, so every temp file is a crash's leftover
+        store.recover()
         for sock in bind_sockets(config.port, config.host):  # fail now if the port is taken
             sock.close()
+        metrics = store.root / INTERNAL_DIR / "metrics"
+        shutil.rmtree(metrics, ignore_errors=True)
+        metrics.mkdir()
     except (StorageError, OSError) as exc:
         sys.exit(f"storage_server: cannot start: {exc}")
+    # Workers write their metrics there; this must be set before prometheus_client is imported.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    from storage_server.server import serve
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     log.info("serving %s on %s:%d", store.root, config.host, config.port)

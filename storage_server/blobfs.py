@@ -1,17 +1,14 @@
 """The filesystem store: buckets are folders under the root, files are plain files, and each
 record's metadata rides in a user xattr, so it becomes visible in the same rename as the bytes.
 
-Exceptions (everything this module raises on purpose derives from StorageError):
+It raises the StorageError subclasses of `errors.py` (and lets unexpected OSErrors through).
 
-    StorageError               message safe to show a client
-    ├── InvalidName            bad bucket name
-    ├── InvalidKey             bad file key
-    ├── NotFound
-    │   ├── BucketNotFound
-    │   └── FileNotFound
-    ├── Conflict               a file where a folder is needed, or the reverse
-    ├── InsufficientStorage    the disk is full (ENOSPC, EDQUOT)
-    └── Unavailable            the storage path is missing or lacks xattrs / renameat2
+Locks (all flock, so they hold across worker processes and die with their holder):
+- bucket folder, shared: held by anything that changes files in the bucket; exclusive: held
+  while the bucket is deleted or its metadata updated.
+- `.storage-server/locks/<bucket>.lock`, exclusive: serializes the changes of one bucket's
+  files (rename or unlink, precondition check, file and byte counters), for milliseconds.
+- temp files and worker markers: held for their lifetime, so sweeps can tell the dead.
 """
 
 from __future__ import annotations
@@ -25,29 +22,40 @@ import json
 import mimetypes
 import os
 import posixpath
-import re
 import shutil
 import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .models import Bucket, File
+from . import listing
+from .errors import (
+    BucketNotFound,
+    Conflict,
+    FileNotFound,
+    InsufficientStorage,
+    InvalidKey,
+    StorageError,
+    Unavailable,
+)
+from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
+from .models import Bucket, File, Listing
 
 INTERNAL_DIR = ".storage-server"  # a bucket name cannot start with "."
 BUCKET_XATTR = "user.storage_server.bucket"
+STATS_XATTR = "user.storage_server.stats"
 FILE_XATTR = "user.storage_server.file"
-KEY_MAX_BYTES = 1024
-SEGMENT_MAX_BYTES = 255
 SWEEP_GRACE = 60.0  # seconds; see BlobStore.sweep
 
-_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Called with the current record of a key (None when there is none) while the key cannot change;
+# raises PreconditionFailed to stop the write.
+Precondition = Callable[[File | None], None]
+
+_DIR = listing.DIR_FLAGS
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -55,78 +63,6 @@ _COMMIT_ATTEMPTS = 16
 # What a key's path meets when no file is there: nothing, a folder, a file on the way, a link.
 _ABSENT = (errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ELOOP)
 _FILE_META_FIELDS = {"name", "content_type", "sha256", "created_at", "updated_at"}
-
-
-class StorageError(Exception):
-    """Base of every error the store raises on purpose; its message is safe to show a client."""
-
-
-class InvalidName(StorageError):
-    pass
-
-
-class InvalidKey(StorageError):
-    pass
-
-
-class NotFound(StorageError):
-    pass
-
-
-class BucketNotFound(NotFound):
-    pass
-
-
-class FileNotFound(NotFound):
-    pass
-
-
-class Conflict(StorageError):
-    pass
-
-
-class InsufficientStorage(StorageError):
-    pass
-
-
-class Unavailable(StorageError):
-    pass
-
-
-def validate_bucket_name(name: str) -> str:
-    """Return `name` if it follows the S3 rule; raise InvalidName otherwise."""
-    if not _BUCKET_NAME.fullmatch(name):
-        raise InvalidName(
-            "a bucket name is 3-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
-        )
-    return name
-
-
-def validate_key(key: str) -> tuple[str, ...]:
-    """Split a key into its segments; raise InvalidKey for anything but a plain relative path."""
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidKey("a key is valid UTF-8") from None
-    if not 0 < size <= KEY_MAX_BYTES:
-        raise InvalidKey(f"a key is 1 to {KEY_MAX_BYTES} bytes long")
-    parts = tuple(key.split("/"))
-    for part in parts:
-        if part in ("", ".", ".."):
-            raise InvalidKey("a key has no empty, '.' or '..' segments")
-        if len(part.encode("utf-8")) > SEGMENT_MAX_BYTES:
-            raise InvalidKey(f"a key segment is at most {SEGMENT_MAX_BYTES} bytes")
-        if _CONTROL.search(part) or "\\" in part or part.isspace():
-            raise InvalidKey("a key has no control characters, backslashes or blank segments")
-    return parts
-
-
-def bucket_not_found(name: str) -> BucketNotFound:
-    return BucketNotFound(f"bucket '{name}' not found")
-
-
-def file_not_found(bucket: str, parts: tuple[str, ...]) -> FileNotFound:
-    return FileNotFound(f"file '{'/'.join(parts)}' not found in bucket '{bucket}'")
 
 
 @contextlib.contextmanager
@@ -155,9 +91,9 @@ def _load_renameat2() -> Any:
 _renameat2 = _load_renameat2()
 
 
-def rename_noreplace(src: Path, dst_dir_fd: int, dst: str) -> None:
+def rename_noreplace(src: Path | str, dst_dir_fd: int, dst: str, src_dir_fd: int = _AT_FDCWD) -> None:
     """renameat2(RENAME_NOREPLACE): move src to dst unless dst exists (then FileExistsError)."""
-    if _renameat2(_AT_FDCWD, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE):
+    if _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE):
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), dst)
 
@@ -167,7 +103,7 @@ def _file_meta(record: File) -> bytes:
 
 
 def _bucket_meta(bucket: Bucket) -> bytes:
-    return bucket.model_dump_json(exclude={"name"}).encode()
+    return bucket.model_dump_json(include={"public", "description", "created_at", "updated_at"}).encode()
 
 
 class BlobReader:
@@ -175,12 +111,15 @@ class BlobReader:
 
     def __init__(self, fd: int, record: File) -> None:
         self._fd = fd
-        self._offset = 0
+        self.offset = 0
         self.record = record
 
+    def fileno(self) -> int:
+        return self._fd
+
     def read(self, size: int) -> bytes:
-        data = os.pread(self._fd, size, self._offset)
-        self._offset += len(data)
+        data = os.pread(self._fd, size, self.offset)
+        self.offset += len(data)
         return data
 
     def close(self) -> None:
@@ -202,6 +141,7 @@ class Upload:
         self._parts = parts
         self._lock = threading.Lock()
         self._hash = hashlib.sha256()
+        self._copied_sha256: str | None = None
         self.size = 0
         self._temp: Path | None = store._tmp / f"{uuid.uuid4().hex}.part"
         self._fd: int | None = store._open_temp(self._temp)
@@ -221,17 +161,36 @@ class Upload:
                     view = view[os.write(fd, view) :]
             self.size += size
 
-    def commit(self, content_type: str, name: str) -> File:
+    def copy_from(self, reader: BlobReader) -> None:
+        """Fill the upload with a stored file, in the kernel where it can; its sha256 is kept."""
+        with self._lock, _translated("the copy"):
+            fd = self._live_fd()
+            left = reader.record.size
+            while left > 0:
+                done = os.copy_file_range(reader.fileno(), fd, left, reader.offset)
+                if done == 0:
+                    raise OSError(errno.EIO, "the source file ended early")
+                reader.offset += done
+                left -= done
+            self.size = reader.record.size
+            self._copied_sha256 = reader.record.sha256
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes so far."""
+        with self._lock:
+            return self._copied_sha256 or self._hash.hexdigest()
+
+    def commit(self, content_type: str, name: str, precondition: Precondition | None = None) -> File:
         """Write the metadata, fsync, rename into place, fsync the folder; return the record.
 
         Raises BucketNotFound if the bucket was deleted since the upload began, Conflict if a
-        file or folder is in the way, InsufficientStorage when the disk is full. Whatever
-        happens, the temp file is gone afterwards.
+        file or folder is in the way, PreconditionFailed when `precondition` says so,
+        InsufficientStorage when the disk is full. Either way the temp file is gone afterwards.
         """
         with self._lock:
             fd = self._live_fd()
             try:
-                return self._commit(fd, content_type, name)
+                return self._commit(fd, content_type, name, precondition)
             finally:
                 self._discard()
 
@@ -245,8 +204,9 @@ class Upload:
             raise StorageError("the upload was aborted")
         return self._fd
 
-    def _commit(self, fd: int, content_type: str, name: str) -> File:
-        store = self._store
+    def _commit(self, fd: int, content_type: str, name: str, precondition: Precondition | None) -> File:
+        store, bucket_fd = self._store, self._bucket_fd
+        assert bucket_fd is not None
         now = _now()
         record = File(
             bucket=self._bucket,
@@ -254,14 +214,16 @@ class Upload:
             name=name,
             size=self.size,
             content_type=content_type,
-            sha256=self._hash.hexdigest(),
+            sha256=self._copied_sha256 or self._hash.hexdigest(),
             created_at=now,
             updated_at=now,
         )
-        # The shared lock keeps delete_bucket out until the rename is done; the check turns an
-        # upload into a bucket deleted (or deleted and recreated) meanwhile into a 404.
-        bucket_fd = self._bucket_fd
-        assert bucket_fd is not None
+        with _translated("the upload"):
+            os.setxattr(fd, FILE_XATTR, _file_meta(record))
+            if store.fsync:
+                os.fsync(fd)
+        # The shared bucket lock keeps delete_bucket out; the check turns an upload into a bucket
+        # deleted (or deleted and recreated) meanwhile into a 404.
         with store._locking(bucket_fd, self._bucket, exclusive=False):
             for _attempt in range(_COMMIT_ATTEMPTS):
                 try:
@@ -270,26 +232,43 @@ class Upload:
                 except FileNotFoundError:
                     continue  # a concurrent delete pruned a folder on the way: make it again
                 try:
-                    created = store._created_at(parent, self._parts[-1])
-                    if created is not None:
-                        record = record.model_copy(update={"created_at": created})
-                    with _translated("the key"):
-                        os.setxattr(fd, FILE_XATTR, _file_meta(record))
-                        if store.fsync:
-                            os.fsync(fd)
-                        assert self._temp is not None
-                        os.replace(self._temp, self._parts[-1], dst_dir_fd=parent)
-                        self._temp = None
-                        if store.fsync:
-                            os.fsync(parent)
+                    with _translated("the key"), store._mutating(self._bucket):
+                        record = self._place(fd, parent, record, precondition)
+                    if store.fsync:
+                        os.fsync(parent)
                     return record
                 except FileNotFoundError:
                     if self._temp is None:
                         raise
                     continue  # the folder was pruned between open and rename: make it again
+                except FileExistsError:
+                    continue  # a file appeared where none was: check again
                 finally:
                     os.close(parent)
-        raise Conflict("the key's folder kept disappearing under concurrent deletes; try again")
+        raise Conflict("the key's folder kept changing under concurrent writes; try again")
+
+    def _place(self, fd: int, parent: int, record: File, precondition: Precondition | None) -> File:
+        """Under the bucket's mutation lock: check the key's current state and rename into place."""
+        store, leaf = self._store, self._parts[-1]
+        current = store._current(parent, leaf)
+        if current.folder:
+            raise Conflict("a folder stands where the key needs a file")
+        if precondition is not None:
+            precondition(current.record)
+        if current.record is not None and current.record.created_at != record.created_at:
+            record = record.model_copy(update={"created_at": current.record.created_at})
+            os.setxattr(fd, FILE_XATTR, _file_meta(record))
+            if store.fsync:
+                os.fsync(fd)
+        assert self._temp is not None
+        if current.present:
+            os.replace(self._temp, leaf, dst_dir_fd=parent)
+        else:
+            rename_noreplace(self._temp, parent, leaf)
+        self._temp = None
+        assert self._bucket_fd is not None
+        store._count(self._bucket_fd, 0 if current.counted else 1, record.size - current.size)
+        return record
 
     def _discard(self) -> None:
         for attr in ("_fd", "_bucket_fd"):
@@ -303,24 +282,46 @@ class Upload:
                 os.unlink(temp)
 
 
+class _Current:
+    """What stands at a key now: nothing, a file (with its record), a folder, or something else."""
+
+    def __init__(self, present: bool, record: File | None = None, folder: bool = False) -> None:
+        self.present = present
+        self.record = record
+        self.folder = folder
+
+    @property
+    def counted(self) -> bool:
+        """Whether the bucket's counters include it (regular files only)."""
+        return self.record is not None
+
+    @property
+    def size(self) -> int:
+        return self.record.size if self.record is not None else 0
+
+
 class BlobStore:
     """Buckets and files under `root`. Synchronous and blocking: call it from worker threads."""
 
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = Path(os.path.abspath(root))
         self.fsync = fsync
-        self._tmp = self.root / INTERNAL_DIR / "tmp"
-        self._trash = self.root / INTERNAL_DIR / "trash"
+        internal = self.root / INTERNAL_DIR
+        self._tmp = internal / "tmp"
+        self._trash = internal / "trash"
+        self._locks = internal / "locks"
+        self._workers = internal / "workers"
+        self._alive: int | None = None
 
-    # -- start-up and health ------------------------------------------------------------------
+    # -- start-up, health, recovery -------------------------------------------------------------
 
     def prepare(self) -> None:
         """Create the root and internal folders and check that the filesystem has what the store
         needs (user xattrs, renameat2); raise Unavailable with the reason if not."""
         probe = self._tmp / f"{uuid.uuid4().hex}.probe"
         try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
-            self._trash.mkdir(exist_ok=True)
+            for folder in (self._tmp, self._trash, self._locks, self._workers):
+                folder.mkdir(parents=True, exist_ok=True)
             probe.mkdir()
             os.setxattr(probe, BUCKET_XATTR, b"{}")
             tmp_fd = os.open(self._tmp, _DIR)
@@ -351,7 +352,7 @@ class BlobStore:
             with os.scandir(folder) as entries:
                 for entry in entries:
                     with contextlib.suppress(FileNotFoundError):
-                        if entry.stat(follow_symlinks=False).st_mtime > cutoff or self._is_locked(entry.path):
+                        if entry.stat(follow_symlinks=False).st_mtime > cutoff or _is_locked(entry.path):
                             continue
                         if entry.is_dir(follow_symlinks=False):
                             shutil.rmtree(entry.path, ignore_errors=True)
@@ -360,16 +361,42 @@ class BlobStore:
                         removed += 1
         return removed
 
-    @staticmethod
-    def _is_locked(path: str) -> bool:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+    def register_worker(self) -> None:
+        """Mark this process as a live worker until it exits (or unregisters)."""
+        marker = self._workers / f"{os.getpid()}-{uuid.uuid4().hex}.alive"
+        self._alive = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._alive, fcntl.LOCK_EX)
+        self._alive_path = marker
+
+    def unregister_worker(self) -> None:
+        if self._alive is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._alive_path)
+            os.close(self._alive)
+            self._alive = None
+
+    def recover(self) -> list[int]:
+        """Recount every bucket if a worker died without unregistering (it may have been between
+        a rename and its counter update); return the PIDs of such workers."""
+        dead = []
+        with os.scandir(self._workers) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if not _is_locked(entry.path):
+                        os.unlink(entry.path)
+                        dead.append(int(entry.name.split("-", 1)[0]))
+        if dead:
+            for bucket in self.list_buckets():
+                with contextlib.suppress(BucketNotFound):
+                    self.recount(bucket.name)
+        return dead
+
+    def recount(self, name: str) -> Bucket:
+        """Recompute the bucket's file and byte counters by walking it."""
+        with self._locked_bucket(name, exclusive=False) as fd, self._mutating(name):
+            found = list(listing.sizes(fd))
+            os.setxattr(fd, STATS_XATTR, f"{len(found)} {sum(found)}".encode())
+            return self._read_bucket(fd, name)
 
     def is_writable(self) -> bool:
         """True when a file can be created, written and removed in the storage path."""
@@ -425,8 +452,7 @@ class BlobStore:
         """Every bucket, sorted by name."""
         buckets = []
         with self._root() as root_fd:
-            names = sorted(n for n in os.listdir(root_fd) if _BUCKET_NAME.fullmatch(n))
-            for name in names:
+            for name in sorted(n for n in os.listdir(root_fd) if is_bucket_name(n)):
                 with contextlib.suppress(BucketNotFound):
                     buckets.append(self._get_bucket(root_fd, name))
         return buckets
@@ -464,17 +490,24 @@ class BlobStore:
 
     # -- files ------------------------------------------------------------------------------------
 
-    def begin_upload(self, bucket: str, key: str, size: int | None = None) -> Upload:
-        """Start an upload of `key` (of `size` bytes, when known); raise InvalidKey, InvalidName,
-        BucketNotFound, Conflict when a file or folder stands in the key's way, or
-        InsufficientStorage when `size` bytes do not fit on the disk."""
+    def begin_upload(
+        self, bucket: str, key: str, size: int | None = None, precondition: Precondition | None = None
+    ) -> Upload:
+        """Start an upload of `key` (of `size` bytes, when known).
+
+        Raises InvalidKey, InvalidName, BucketNotFound; Conflict when a file or folder stands in
+        the key's way; InsufficientStorage when `size` bytes do not fit; PreconditionFailed
+        when `precondition` already fails (it is checked again at commit).
+        """
         parts = validate_key(key)
         if size is not None and size > self.free_bytes():
             raise InsufficientStorage(f"not enough free space for {size} bytes")
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
         try:
-            self._check_way(bucket_fd, parts)
+            current = self._check_way(bucket_fd, parts)
+            if precondition is not None:
+                precondition(current)
             with _translated("the upload"):
                 return Upload(self, bucket, parts, bucket_fd)
         except BaseException:
@@ -486,51 +519,187 @@ class BlobStore:
         parts = validate_key(key)
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
+        try:
+            parent = self._open_parent(bucket_fd, parts, create=False)
             try:
-                parent = self._open_parent(bucket_fd, parts, create=False)
-                try:
-                    fd = os.open(parts[-1], _FILE, dir_fd=parent)
-                finally:
-                    os.close(parent)
-            except OSError as exc:
-                if exc.errno in _ABSENT:
-                    raise file_not_found(bucket, parts) from None
-                raise
+                fd = os.open(parts[-1], _FILE, dir_fd=parent)
             finally:
-                os.close(bucket_fd)
+                os.close(parent)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise FileNotFound(bucket, key) from None
+            raise
+        finally:
+            os.close(bucket_fd)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise file_not_found(bucket, parts)
-            return BlobReader(fd, self._file_record(fd, info, bucket, parts))
+                raise FileNotFound(bucket, key)
+            return BlobReader(fd, self._file_record(fd, info, bucket, "/".join(parts)))
         except BaseException:
             os.close(fd)
             raise
 
-    def delete_file(self, bucket: str, key: str) -> None:
-        """Delete a file and the folders it leaves empty; a missing file is not an error.
+    def delete_file(self, bucket: str, key: str, precondition: Precondition | None = None) -> bool:
+        """Delete a file and the folders it leaves empty; return False if there was none.
 
-        Raises InvalidKey, InvalidName or BucketNotFound.
+        Raises InvalidKey, InvalidName, BucketNotFound, PreconditionFailed.
         """
         parts = validate_key(key)
         with self._locked_bucket(bucket, exclusive=False) as bucket_fd:
-            chain = [os.dup(bucket_fd)]
             try:
-                for part in parts[:-1]:
-                    chain.append(os.open(part, _DIR, dir_fd=chain[-1]))
-                os.unlink(parts[-1], dir_fd=chain[-1])
+                chain = self._open_chain(bucket_fd, parts[:-1])
+            except OSError as exc:
+                if exc.errno not in _ABSENT:
+                    raise
+                if precondition is not None:
+                    precondition(None)
+                return False
+            try:
+                with self._mutating(bucket):
+                    current = self._current(chain[-1], parts[-1])
+                    if precondition is not None:
+                        precondition(current.record)
+                    if not current.present or current.folder:
+                        return False
+                    os.unlink(parts[-1], dir_fd=chain[-1])
+                    self._count(bucket_fd, -1 if current.counted else 0, -current.size)
                 if self.fsync:
                     os.fsync(chain[-1])
-                # Prune folders left empty, deepest first. An upload racing into one of them
-                # retries its commit (see Upload._commit).
-                for depth in range(len(chain) - 1, 0, -1):
-                    os.rmdir(parts[depth - 1], dir_fd=chain[depth - 1])
-            except OSError as exc:
-                if exc.errno not in (*_ABSENT, errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
-                    raise
+                _prune(chain, parts)
+                return True
             finally:
                 for fd in chain:
                     os.close(fd)
+
+    def move_file(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        precondition: Precondition | None = None,
+    ) -> File:
+        """Rename a file to another key, in the same or another bucket, in one atomic step.
+
+        The destination is replaced if present (unless `precondition` refuses). Raises InvalidKey,
+        InvalidName, BucketNotFound, FileNotFound, Conflict, PreconditionFailed.
+        """
+        src_parts, dst_parts = validate_key(src_key), validate_key(dst_key)
+        with contextlib.ExitStack() as stack:
+            src_fd = stack.enter_context(self._locked_bucket(src_bucket, exclusive=False))
+            dst_fd = (
+                src_fd
+                if dst_bucket == src_bucket
+                else stack.enter_context(self._locked_bucket(dst_bucket, exclusive=False))
+            )
+            try:
+                src_chain = self._open_chain(src_fd, src_parts[:-1])
+            except OSError as exc:
+                if exc.errno in _ABSENT:
+                    raise FileNotFound(src_bucket, src_key) from None
+                raise
+            for fd in src_chain:
+                stack.callback(os.close, fd)
+            for _attempt in range(_COMMIT_ATTEMPTS):
+                try:
+                    with _translated("the destination"):
+                        dst_parent = self._open_parent(dst_fd, dst_parts, create=True)
+                except FileNotFoundError:
+                    continue
+                try:
+                    with _translated("the destination"), contextlib.ExitStack() as locks:
+                        for name in sorted({src_bucket, dst_bucket}):
+                            locks.enter_context(self._mutating(name))
+                        source = self._current(src_chain[-1], src_parts[-1]).record
+                        if source is None:
+                            raise FileNotFound(src_bucket, src_key)
+                        if (src_bucket, src_parts) == (dst_bucket, dst_parts):
+                            return source
+                        target = self._current(dst_parent, dst_parts[-1])
+                        if target.folder:
+                            raise Conflict("a folder stands where the destination needs a file")
+                        if precondition is not None:
+                            precondition(target.record)
+                        os.rename(
+                            src_parts[-1], dst_parts[-1], src_dir_fd=src_chain[-1], dst_dir_fd=dst_parent
+                        )
+                        moved = source.model_copy(update={"bucket": dst_bucket, "path": "/".join(dst_parts)})
+                        self._count(src_fd, -1, -source.size)
+                        self._count(dst_fd, 0 if target.counted else 1, source.size - target.size)
+                    if self.fsync:
+                        os.fsync(dst_parent)
+                        os.fsync(src_chain[-1])
+                    _prune(src_chain, src_parts)
+                    return moved
+                except FileNotFoundError:
+                    continue
+                finally:
+                    os.close(dst_parent)
+        raise Conflict("the destination's folder kept changing under concurrent writes; try again")
+
+    def copy_file(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        precondition: Precondition | None = None,
+    ) -> File:
+        """Copy a file (bytes and metadata) to another key; same errors as move_file."""
+        reader = self.open_file(src_bucket, src_key)
+        try:
+            upload = self.begin_upload(dst_bucket, dst_key, reader.record.size, precondition)
+            try:
+                upload.copy_from(reader)
+                return upload.commit(reader.record.content_type, reader.record.name, precondition)
+            finally:
+                upload.abort()
+        finally:
+            reader.close()
+
+    def list_files(self, bucket: str, prefix: str, delimited: bool, limit: int, after: str | None) -> Listing:
+        """One page of the files (and, when `delimited`, folders) whose keys start with `prefix`,
+        in UTF-8 byte order, after the key `after`. Raises InvalidName, InvalidKey,
+        BucketNotFound."""
+        folders, partial = validate_prefix(prefix)
+        files: list[File] = []
+        common: list[str] = []
+        last = None
+        more = False
+        with self._root() as root_fd:
+            bucket_fd = self._open_bucket(root_fd, bucket)
+        try:
+            chain = self._open_chain(bucket_fd, folders)
+        except OSError as exc:
+            chain = []
+            if exc.errno not in _ABSENT:
+                raise
+        finally:
+            os.close(bucket_fd)
+        try:
+            base = "".join(f"{f}/" for f in folders)
+            start = after.encode("utf-8") if after is not None else None
+            for entry in listing.walk(chain[-1], base, partial, delimited, start) if chain else ():
+                if len(files) + len(common) == limit:
+                    more = True
+                    break
+                last = entry.key
+                if entry.folder:
+                    common.append(entry.key)
+                elif (record := self._record_at(entry.dir_fd, entry.name, bucket, entry.key)) is not None:
+                    files.append(record)
+        finally:
+            for fd in chain:
+                os.close(fd)
+        return Listing(
+            bucket=bucket,
+            prefix=prefix,
+            delimiter="/" if delimited else None,
+            files=files,
+            folders=common,
+            next_after=last if more else None,
+        )
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -557,7 +726,7 @@ class BlobStore:
             return os.open(name, _DIR, dir_fd=root_fd)
         except OSError as exc:
             if exc.errno in _ABSENT:
-                raise bucket_not_found(name) from None
+                raise BucketNotFound(name) from None
             raise
 
     def _get_bucket(self, root_fd: int, name: str) -> Bucket:
@@ -591,13 +760,29 @@ class BlobStore:
                 try:
                     now = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
                 except FileNotFoundError:
-                    raise bucket_not_found(name) from None
+                    raise BucketNotFound(name) from None
             info = os.fstat(fd)
             if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-                raise bucket_not_found(name)
+                raise BucketNotFound(name)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _mutating(self, bucket: str) -> Iterator[None]:
+        """The bucket's mutation lock: one rename or unlink (and its counter update) at a time."""
+        fd = os.open(self._locks / f"{bucket}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _count(bucket_fd: int, files: int, size: int) -> None:
+        """Add to the bucket's file and byte counters; only with its mutation lock held."""
+        count, total = _stats(bucket_fd)
+        os.setxattr(bucket_fd, STATS_XATTR, f"{max(count + files, 0)} {max(total + size, 0)}".encode())
 
     @staticmethod
     def _read_bucket(fd: int, name: str) -> Bucket:
@@ -607,7 +792,8 @@ class BlobStore:
             # A folder made by hand: a private bucket dated by the folder itself.
             when = datetime.fromtimestamp(os.fstat(fd).st_mtime, UTC)
             meta = {"created_at": when, "updated_at": when}
-        return Bucket.model_validate({**meta, "name": name})
+        count, size = _stats(fd)
+        return Bucket.model_validate({**meta, "name": name, "file_count": count, "total_size": size})
 
     def _open_parent(self, bucket_fd: int, parts: tuple[str, ...], *, create: bool) -> int:
         """Open the folder holding the key's last segment without following any symlink.
@@ -615,9 +801,7 @@ class BlobStore:
         With `create`, missing folders are made inside the bucket (never the bucket itself).
         Raises OSError (ENOENT, ENOTDIR, ELOOP) when a folder is missing or is something else.
         """
-        joined = "/" + "/".join(parts)
-        if posixpath.normpath(joined) != joined:
-            raise InvalidKey("the key leaves its bucket")  # second wall behind validate_key
+        _second_wall(parts)
         fd = os.dup(bucket_fd)
         try:
             for part in parts[:-1]:
@@ -636,43 +820,74 @@ class BlobStore:
             os.close(fd)
             raise
 
-    def _check_way(self, bucket_fd: int, parts: tuple[str, ...]) -> None:
-        """Raise Conflict early when an existing file or folder blocks the key."""
+    @staticmethod
+    def _open_chain(bucket_fd: int, folders: tuple[str, ...]) -> list[int]:
+        """Open the bucket and each of `folders` below it, without following symlinks; the
+        caller closes them. Raises OSError (ENOENT, ENOTDIR, ELOOP) when one is missing."""
+        _second_wall(folders)
+        chain = [os.dup(bucket_fd)]
+        try:
+            for part in folders:
+                chain.append(os.open(part, _DIR, dir_fd=chain[-1]))
+            return chain
+        except BaseException:
+            for fd in chain:
+                os.close(fd)
+            raise
+
+    def _check_way(self, bucket_fd: int, parts: tuple[str, ...]) -> File | None:
+        """The record now at the key, if any; raise Conflict when a file or folder blocks it."""
         try:
             parent = self._open_parent(bucket_fd, parts, create=False)
         except FileNotFoundError:
-            return
+            return None
         except OSError as exc:
             raise Conflict("a file stands where the key needs a folder") from exc
         try:
-            info = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            return
+            current = self._current(parent, parts[-1])
         finally:
             os.close(parent)
-        if stat.S_ISDIR(info.st_mode):
+        if current.folder:
             raise Conflict("a folder stands where the key needs a file")
+        return current.record
 
-    @staticmethod
-    def _created_at(parent: int, name: str) -> datetime | None:
-        """When the file now at `name` was first stored, if it is one of ours: kept on overwrite."""
+    def _current(self, parent: int, name: str) -> _Current:
+        """What stands at `name` in the open folder `parent` right now."""
         try:
             fd = os.open(name, _FILE, dir_fd=parent)
-        except OSError:
-            return None
+        except FileNotFoundError:
+            return _Current(False)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return _Current(True)  # a symlink: replaced, never followed
+            raise
         try:
-            return datetime.fromisoformat(json.loads(os.getxattr(fd, FILE_XATTR))["created_at"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                return _Current(True, folder=True)
+            if not stat.S_ISREG(info.st_mode):
+                return _Current(True)
+            return _Current(True, self._file_record(fd, info, "", name))
         finally:
             os.close(fd)
 
-    def _file_record(self, fd: int, info: os.stat_result, bucket: str, parts: tuple[str, ...]) -> File:
+    def _record_at(self, dir_fd: int, name: str, bucket: str, key: str) -> File | None:
+        try:
+            fd = os.open(name, _FILE, dir_fd=dir_fd)
+        except OSError:
+            return None  # deleted since the folder was read
+        try:
+            info = os.fstat(fd)
+            return self._file_record(fd, info, bucket, key) if stat.S_ISREG(info.st_mode) else None
+        finally:
+            os.close(fd)
+
+    def _file_record(self, fd: int, info: os.stat_result, bucket: str, key: str) -> File:
         try:
             meta = json.loads(os.getxattr(fd, FILE_XATTR))
         except (OSError, ValueError):
-            meta = self._describe_foreign(fd, info, parts[-1])
-        return File.model_validate({**meta, "bucket": bucket, "path": "/".join(parts), "size": info.st_size})
+            meta = self._describe_foreign(fd, info, key.rsplit("/", 1)[-1])
+        return File.model_validate({**meta, "bucket": bucket, "path": key, "size": info.st_size})
 
     @staticmethod
     def _describe_foreign(fd: int, info: os.stat_result, name: str) -> dict[str, Any]:
@@ -693,3 +908,42 @@ class BlobStore:
         with contextlib.suppress(OSError):
             os.setxattr(fd, FILE_XATTR, json.dumps(meta).encode())
         return meta
+
+
+def _is_locked(path: str) -> bool:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _prune(chain: list[int], parts: tuple[str, ...]) -> None:
+    """Remove the folders of `parts` left empty, deepest first; `chain` holds them open.
+
+    An upload racing into one of them retries its commit (see Upload._commit).
+    """
+    for depth in range(len(chain) - 1, 0, -1):
+        try:
+            os.rmdir(parts[depth - 1], dir_fd=chain[depth - 1])
+        except OSError:
+            return
+
+
+def _stats(bucket_fd: int) -> tuple[int, int]:
+    """The bucket's (file count, total bytes); a bucket never counted has none."""
+    try:
+        count, size = os.getxattr(bucket_fd, STATS_XATTR).split()
+        return int(count), int(size)
+    except (OSError, ValueError):
+        return 0, 0
+
+
+def _second_wall(parts: tuple[str, ...]) -> None:
+    """Refuse segments that would leave the bucket, whatever validate_key let through."""
+    joined = "/" + "/".join(parts)
+    if parts and posixpath.normpath(joined) != joined:
+        raise InvalidKey("the key leaves its bucket")

@@ -35,6 +35,8 @@ class Bucket(BaseModel):
     description: str | None = None
     created_at: datetime
     updated_at: datetime
+    file_count: int = Field(default=0, description="Files in the bucket, kept up to date on every change.")
+    total_size: int = Field(default=0, description="Bytes in all of the bucket's files.")
 
 
 class File(BaseModel):
@@ -53,6 +55,20 @@ class File(BaseModel):
     @property
     def etag(self) -> str:
         return f'"{self.sha256}"'
+
+
+class Listing(BaseModel):
+    """One page of a bucket's files, S3 ListObjectsV2 style."""
+
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    files: list[File] = Field(description="Files whose path starts with the prefix, in byte order.")
+    folders: list[str] = Field(description="With a delimiter: the common prefixes, each once.")
+    next_after: str | None = Field(default=None, exclude=True)
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last."
+    )
 
 
 class UploadResult(BaseModel):
@@ -74,3 +90,43 @@ class Unhealthy(Health):
 class ErrorBody(BaseModel):
     detail: str
     code: str
+
+
+class ListQuery(_Request):
+    """Query of a file listing."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    prefix: str = Field("", description="Only paths starting with this (not necessarily at a '/').")
+    delimiter: Literal["/"] | None = Field(None, description="'/' groups deeper paths into `folders`.")
+    limit: int = Field(1000, ge=1, le=10000, description="Files plus folders per page.")
+    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+
+
+class FileRef(_Request):
+    bucket: str
+    path: str
+
+
+class TransferRequest(_Request):
+    """Copy or move `source` to `destination` (replaced if present, unless If-None-Match: *)."""
+
+    source: FileRef
+    destination: FileRef
+
+
+class BatchDelete(_Request):
+    paths: list[str] = Field(min_length=1, max_length=1000, description="Paths to delete, 1 to 1000.")
+
+
+class DeleteResult(BaseModel):
+    """What `DELETE /files/{bucket}/{path}` would have answered for this path."""
+
+    path: str
+    status: int = Field(description="204 when deleted or already gone, else the error's status.")
+    code: str | None = None
+    detail: str | None = None
+
+
+class BatchDeleteResult(BaseModel):
+    results: list[DeleteResult]

@@ -1,5 +1,5 @@
-"""One worker process: the HTTP server around the app, its own SO_REUSEPORT socket, the periodic
-temp sweep, and a graceful stop on SIGTERM."""
+"""One worker process: the HTTP server around the app, its own SO_REUSEPORT socket, recovery and
+the periodic temp sweep, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from . import telemetry
 from .blobfs import BlobStore
 from .handlers import make_app
 from .settings import Settings
@@ -42,28 +43,36 @@ def in_flight(server: HTTPServer) -> int:
 async def serve(config: Settings) -> None:
     """Run one worker until SIGTERM or SIGINT, then drain in-flight requests and return."""
     store = BlobStore(config.path, fsync=config.fsync)
-    server = make_server(config, store)
-    server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    sweeper = asyncio.create_task(_sweep_forever(store))
-    log.info("worker listening on %s:%d", config.host, config.port)
-    await stop.wait()
+    store.register_worker()
+    try:
+        server = make_server(config, store)
+        server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        upkeep = asyncio.create_task(_upkeep(store))
+        log.info("worker listening on %s:%d", config.host, config.port)
+        await stop.wait()
 
-    server.stop()  # no new connections; requests already in flight go on
-    sweeper.cancel()
-    deadline = loop.time() + config.shutdown_timeout
-    while in_flight(server) and loop.time() < deadline:  # noqa: ASYNC110 (the count lives in handlers)
-        await asyncio.sleep(0.05)
-    if in_flight(server):
-        log.warning("stopping with %d requests still in flight", in_flight(server))
-    await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        server.stop()  # no new connections; requests already in flight go on
+        upkeep.cancel()
+        deadline = loop.time() + config.shutdown_timeout
+        while in_flight(server) and loop.time() < deadline:  # noqa: ASYNC110 (the count lives in handlers)
+            await asyncio.sleep(0.05)
+        if in_flight(server):
+            log.warning("stopping with %d requests still in flight", in_flight(server))
+        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+    finally:
+        store.unregister_worker()
 
 
-async def _sweep_forever(store: BlobStore) -> None:
-    """Remove temp files of workers that died (the next start would too, but may be far off)."""
+async def _upkeep(store: BlobStore) -> None:
+    """Recount buckets after a worker died, and remove the temp files dead workers left."""
+    dead = await asyncio.to_thread(store.recover)
+    if dead:
+        telemetry.forget(dead)
+        log.warning("recounted bucket stats after workers %s died", dead)
     while True:
         try:
             removed = await asyncio.to_thread(store.sweep)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         description="Seconds a worker waits for in-flight requests after SIGTERM before it exits.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging threshold.")
+    access_log: Literal["text", "json", "off"] = Field(
+        "text", description="One line per request (method, route, status, bytes, duration, worker), or none."
+    )
 
 
 def markdown_table() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
 from .blobfs import Upload
+from .digests import Checks
 
 FILE_FIELD = "file"
 NAME_MAX_BYTES = 1024
@@ -42,11 +43,14 @@ class Part:
 class RawBody:
     """The whole request body is the file."""
 
-    def __init__(self, upload: Upload) -> None:
+    def __init__(self, upload: Upload, checks: Checks | None = None) -> None:
         self._upload = upload
+        self._checks = checks
 
     def feed(self, chunk: bytes) -> None:
         self._upload.write(chunk)
+        if self._checks is not None:
+            self._checks.update_file(chunk)
 
     def finish(self) -> Part:
         return Part()
@@ -58,7 +62,9 @@ class MultipartBody:
     Uses the `multipart` package's push parser, which raises on a truncated body.
     """
 
-    def __init__(self, upload: Upload, content_type: str, content_length: int | None) -> None:
+    def __init__(
+        self, upload: Upload, content_type: str, content_length: int | None, checks: Checks | None = None
+    ) -> None:
         boundary = parse_options_header(content_type)[1].get("boundary")
         if not boundary:
             raise BadUpload("malformed_multipart", "multipart/form-data needs a boundary parameter")
@@ -67,10 +73,13 @@ class MultipartBody:
         except MultipartError as exc:
             raise BadUpload("malformed_multipart", f"invalid multipart body: {exc}") from None
         self._upload = upload
+        self._checks = checks
         self._part: Part | None = None
         self._in_file = False
 
     def feed(self, chunk: bytes) -> None:
+        if self._checks is not None:
+            self._checks.update_body(chunk)
         try:
             for event in self._parser.parse(chunk):
                 if isinstance(event, MultipartSegment):
@@ -81,6 +90,8 @@ class MultipartBody:
                     self._in_file = False
                 elif self._in_file:
                     self._upload.write(event)
+                    if self._checks is not None:
+                        self._checks.update_file(event)
         except MultipartError as exc:
             raise BadUpload("malformed_multipart", f"invalid multipart body: {exc}") from None
 
@@ -95,13 +106,17 @@ class MultipartBody:
         return self._part
 
 
+def is_multipart(content_type: str | None) -> bool:
+    return content_type is not None and parse_options_header(content_type)[0] == "multipart/form-data"
+
+
 def decoder_for(
-    upload: Upload, content_type: str | None, content_length: int | None
+    upload: Upload, content_type: str | None, content_length: int | None, checks: Checks | None
 ) -> RawBody | MultipartBody:
     """The body decoder for a request with this Content-Type; raise BadUpload if it is unusable."""
-    if content_type and parse_options_header(content_type)[0] == "multipart/form-data":
-        return MultipartBody(upload, content_type, content_length)
-    return RawBody(upload)
+    if content_type is not None and is_multipart(content_type):
+        return MultipartBody(upload, content_type, content_length, checks)
+    return RawBody(upload, checks)
 
 
 def check_filename(name: str | None) -> str | None:

@@ -7,7 +7,7 @@ import pytest
 from storage_server.blobfs import BlobStore
 from tests.conftest import Api, body_json
 
-BUCKET_FIELDS = {"name", "public", "description", "created_at", "updated_at"}
+BUCKET_FIELDS = {"name", "public", "description", "created_at", "updated_at", "file_count", "total_size"}
 
 
 async def test_create_bucket_returns_201_with_the_bucket(api: Api) -> None:
@@ -32,7 +32,7 @@ async def test_creating_an_existing_bucket_returns_200_and_leaves_it_untouched(a
     await api.upload("photos", "a.txt", b"contents")
     response = await api.request("POST", "/api/v1/buckets", {"name": "photos", "public": False})
     assert response.code == 200
-    assert body_json(response) == first
+    assert body_json(response) == {**first, "file_count": 1, "total_size": 8}
     assert (await api.request("GET", "/api/v1/files/photos/a.txt")).body == b"contents"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage_server import blobfs
+from storage_server import blobfs, errors
 from storage_server.blobfs import BlobStore
 from storage_server.settings import Settings
 from tests.conftest import Api, body_json
@@ -45,7 +45,7 @@ def test_store_write_past_the_end_of_the_disk_raises_and_abort_cleans_up(store: 
     upload = store.begin_upload("photos", "big.bin")
     for _ in range(3):
         upload.write(b"x" * MiB)
-    with pytest.raises(blobfs.InsufficientStorage):
+    with pytest.raises(errors.InsufficientStorage):
         upload.write(b"x" * (2 * MiB))
     upload.abort()
     assert temp_files(store) == []

@@ -1,0 +1,184 @@
+"""What every handler shares: the error table and JSON error shape, store calls off the event
+loop, request parsing, and the operation descriptions the OpenAPI document is built from."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from tornado.ioloop import IOLoop
+from tornado.web import HTTPError, RequestHandler
+
+from . import errors, telemetry
+from .blobfs import BlobStore
+from .digests import MalformedDigest
+from .models import ErrorBody
+from .settings import Settings
+from .uploads import BadUpload
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+JSON = "application/json"
+
+# The one table from exceptions to HTTP answers; the most specific class listed wins.
+ERRORS: dict[type[Exception], tuple[int, str]] = {
+    errors.InvalidName: (400, "invalid_bucket_name"),
+    errors.InvalidKey: (400, "invalid_key"),
+    errors.BadDigest: (400, "bad_digest"),
+    MalformedDigest: (400, "invalid_digest"),
+    errors.BucketNotFound: (404, "bucket_not_found"),
+    errors.FileNotFound: (404, "file_not_found"),
+    errors.Conflict: (409, "conflict"),
+    errors.PreconditionFailed: (412, "precondition_failed"),
+    errors.InsufficientStorage: (507, "insufficient_storage"),
+    errors.Unavailable: (503, "storage_unavailable"),
+}
+# Codes for errors that Tornado raises itself (unknown route, wrong method, bad framing).
+STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    500: "internal_error",
+}
+
+
+class ApiError(HTTPError):
+    """An error answer: status, a stable machine-readable code, a human-readable detail, and any
+    headers the answer needs (such as Content-Range on a 416)."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.code = code
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def api_error(exc: Exception) -> ApiError | None:
+    """The answer for an exception the client caused or can act on; None for a server fault."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, BadUpload):
+        return ApiError(400, exc.code, str(exc))
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            status, code = ERRORS[cls]
+            return ApiError(status, code, str(exc))
+    return None
+
+
+@contextlib.contextmanager
+def client_errors() -> Iterator[None]:
+    """Re-raise the exceptions api_error knows as ApiErrors; let server faults through."""
+    try:
+        yield
+    except Exception as exc:
+        error = api_error(exc)
+        if error is None or error is exc:
+            raise
+        raise error from exc
+
+
+@dataclass(frozen=True)
+class Op:
+    """What one method of a route does, for the OpenAPI document.
+
+    `body` and `response` are a pydantic model, a list of one, "file" (raw bytes or multipart on
+    the way in, the file's own type on the way out) or None.
+    """
+
+    summary: str
+    ok: int = 200
+    response: Any = None
+    body: Any = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    also: Mapping[int, str] = field(default_factory=dict)  # further success statuses
+    headers: Mapping[str, str] = field(default_factory=dict)  # request headers it honours
+
+
+class BaseHandler(RequestHandler):
+    ops: ClassVar[dict[str, Op]] = {}
+
+    def initialize(self, store: BlobStore, config: Settings, route: str) -> None:
+        self.store = store
+        self.config = config
+        self.route = route
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._track(True)
+
+    def _track(self, active: bool) -> None:
+        in_flight: set[RequestHandler] = self.application.settings["in_flight"]
+        if active:
+            in_flight.add(self)
+        else:
+            in_flight.discard(self)
+        telemetry.set_in_flight(len(in_flight))
+
+    def on_finish(self) -> None:
+        self._track(False)
+
+    def on_connection_close(self) -> None:
+        self._track(False)
+        super().on_connection_close()
+
+    def compute_etag(self) -> str | None:
+        return None  # JSON answers are not cached; downloads set their own strong ETag
+
+    def write(self, chunk: str | bytes | dict[str, Any]) -> None:
+        if isinstance(chunk, bytes):
+            self.bytes_out += len(chunk)
+        super().write(chunk)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call in a worker thread, turning its errors into ApiErrors."""
+        with client_errors():
+            return await IOLoop.current().run_in_executor(None, functools.partial(fn, *args, **kwargs))
+
+    def parse(self, model: type[M]) -> M:
+        """The JSON body as `model`; 422 when it does not parse or fit."""
+        self.bytes_in = len(self.request.body or b"")
+        try:
+            return model.model_validate_json(self.request.body or b"")
+        except ValidationError as exc:
+            raise ApiError(422, "validation_error", _problems(exc)) from None
+
+    def parse_query(self, model: type[M]) -> M:
+        """The query string as `model`; 422 when it does not fit. Empty values count as absent."""
+        values = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        try:
+            return model.model_validate({k: v for k, v in values.items() if v != ""})
+        except ValidationError as exc:
+            raise ApiError(422, "validation_error", _problems(exc)) from None
+
+    def send_json(self, body: BaseModel | list[Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", JSON)
+        if isinstance(body, list):
+            self.finish(b"[" + b",".join(b.model_dump_json().encode() for b in body) + b"]")
+        else:
+            self.finish(body.model_dump_json().encode())
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            body = ErrorBody(detail=exc.detail, code=exc.code)
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        else:
+            reason = self._reason if status_code != 500 else "internal server error"
+            body = ErrorBody(detail=reason, code=STATUS_CODES.get(status_code, "error"))
+        self.set_header("Content-Type", JSON)
+        self.finish(body.model_dump_json().encode())
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+    )

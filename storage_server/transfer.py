@@ -1,0 +1,277 @@
+"""The file route: streamed uploads (raw or multipart, checksummed, conditional) and streamed
+downloads (conditional, ranged), plus delete."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import urllib.parse
+from typing import ClassVar
+
+from tornado.http1connection import HTTP1Connection
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
+from tornado.web import stream_request_body
+
+from .base import ApiError, BaseHandler, Op, api_error, client_errors
+from .blobfs import BlobReader, Precondition, Upload
+from .conditional import Conditions, RangeNotSatisfiable, byte_range
+from .digests import Checks
+from .models import File, UploadResult
+from .uploads import (
+    MultipartBody,
+    RawBody,
+    check_content_type,
+    check_filename,
+    decoder_for,
+    header_filename,
+    is_multipart,
+    resolve_content_type,
+)
+
+log = logging.getLogger("storage_server")
+NO_LIMIT = 1 << 62
+CONDITIONAL = {
+    "If-Match": "412 unless the current file has one of these ETags (`*`: any file)",
+    "If-None-Match": "uploads: `*` means create only, 412 if the file exists; reads: 304 on a match",
+    "If-Modified-Since": "reads: 304 if not modified since",
+    "If-Unmodified-Since": "412 if modified since",
+}
+UPLOAD_HEADERS = {
+    **CONDITIONAL,
+    "X-Filename": "the original file name, percent-encoded UTF-8 (raw bodies)",
+    "Content-MD5": "base64 MD5 of the request body; 400 bad_digest on mismatch",
+    "Content-Digest": "RFC 9530 digest of the request body, e.g. sha-256=:base64:",
+    "Repr-Digest": "RFC 9530 digest of the stored file, e.g. sha-256=:base64:",
+    "X-Checksum-SHA256": "hex SHA-256 of the stored file",
+}
+READ_HEADERS = {
+    **CONDITIONAL,
+    "Range": "bytes=a-b, a- or -n: 206 with those bytes",
+    "If-Range": "ETag or date",
+}
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266 header with an ASCII fallback and the exact UTF-8 name (RFC 8187)."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+
+
+def repr_digest(record: File) -> str:
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(record.sha256)).decode()}:"
+
+
+@stream_request_body
+class FileHandler(BaseHandler):
+    """Upload (POST, PUT), download (GET, HEAD) and delete (DELETE) one file."""
+
+    ops: ClassVar[dict[str, Op]] = {
+        "post": Op(
+            "Upload a file: a multipart part named `file`, or the raw body",
+            ok=201,
+            body="file",
+            response=UploadResult,
+            errors=(400, 404, 409, 412, 413, 507),
+            headers=UPLOAD_HEADERS,
+        ),
+        "get": Op(
+            "Download a file, streamed",
+            response="file",
+            errors=(400, 404, 412, 416),
+            also={206: "Partial content (Range)", 304: "Not modified"},
+            headers=READ_HEADERS,
+        ),
+        "head": Op(
+            "The download's headers, without the body",
+            errors=(400, 404, 412, 416),
+            also={304: "Not modified"},
+        ),
+        "delete": Op(
+            "Delete a file (204 also when it was already gone)",
+            ok=204,
+            errors=(400, 404, 412),
+            headers=CONDITIONAL,
+        ),
+    }
+    ops["put"] = ops["post"]
+
+    upload: Upload | None = None
+    body: RawBody | MultipartBody | None = None
+    checks: Checks | None = None
+    _stall: asyncio.TimerHandle | None = None
+
+    async def prepare(self) -> None:
+        self.conditions = Conditions.from_headers(self.request.headers)
+        if self.request.method not in ("POST", "PUT"):
+            return
+        limit = self.config.max_upload_size
+        declared = self.request.headers.get("Content-Length")
+        length = int(declared) if declared and declared.isdigit() else None
+        if limit is not None and length is not None and length > limit:
+            raise ApiError(413, "payload_too_large", f"uploads are limited to {limit} bytes")
+        self.connection.set_max_body_size(NO_LIMIT)
+        content_type = self.request.headers.get("Content-Type")
+        with client_errors():  # bad headers fail before the body is read
+            self.filename = header_filename(self.request.headers.get("X-Filename"))
+            check_content_type(content_type)
+            self.checks = Checks.from_headers(self.request.headers, multipart=is_multipart(content_type))
+        bucket, key = self.path_args
+        self.upload = await self.call(self.store.begin_upload, bucket, key, length, self.precondition)
+        with client_errors():
+            self.body = decoder_for(self.upload, content_type, length, self.checks)
+        self.last_data = IOLoop.current().time()
+        self._watch_stall()
+
+    @property
+    def precondition(self) -> Precondition | None:
+        return self.conditions.check_write if self.conditions.guards_writes else None
+
+    @property
+    def connection(self) -> HTTP1Connection:
+        conn = self.request.connection
+        assert isinstance(conn, HTTP1Connection)
+        return conn
+
+    def _watch_stall(self) -> None:
+        """Drop an upload that sent nothing for stall_timeout; a slow but steady one goes on."""
+        timeout = self.config.stall_timeout
+        idle = IOLoop.current().time() - self.last_data
+        if idle < timeout:
+            self._stall = asyncio.get_running_loop().call_later(timeout - idle, self._watch_stall)
+            return
+        log.info("aborting upload of %s: no data for %ss", self.request.path, timeout)
+        self._discard()
+        self.connection.close()
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.body is None or self._finished:
+            return
+        self.bytes_in += len(chunk)
+        limit = self.config.max_upload_size
+        try:
+            if limit is not None and self.bytes_in > limit:
+                raise ApiError(413, "payload_too_large", f"uploads are limited to {limit} bytes")
+            await self.call(self.body.feed, chunk)
+            self.last_data = IOLoop.current().time()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """Answer an error found while the body streams in; Tornado then drops the connection."""
+        self._discard()
+        error = api_error(exc)
+        if error is None:
+            log.error("upload of %s failed", self.request.path, exc_info=exc)
+            error = ApiError(500, "internal_error", "internal server error")
+        self.send_error(error.status_code, exc_info=(type(error), error, None))
+
+    def _discard(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        upload, self.upload, self.body = self.upload, None, None
+        if upload is not None:
+            IOLoop.current().run_in_executor(None, upload.abort)
+
+    def on_finish(self) -> None:
+        self._discard()
+        super().on_finish()
+
+    def on_connection_close(self) -> None:
+        self._discard()
+        super().on_connection_close()
+
+    async def post(self, bucket: str, key: str) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+        upload, body = self.upload, self.body
+        assert upload is not None
+        assert body is not None
+        part = await self.call(body.finish)
+        with client_errors():
+            if self.checks is not None:
+                self.checks.verify(upload.sha256())
+            name = check_filename(part.filename) or self.filename or key.rsplit("/", 1)[-1]
+            declared = (
+                part.content_type
+                if isinstance(body, MultipartBody)
+                else self.request.headers.get("Content-Type")
+            )
+            content_type = resolve_content_type(check_content_type(declared), name)
+        record = await self.call(upload.commit, content_type, name, self.precondition)
+        self.upload = None
+        self.send_json(UploadResult(file=record), 201)
+
+    put = post
+
+    async def get(self, bucket: str, key: str) -> None:
+        await self._send(bucket, key, with_body=True)
+
+    async def head(self, bucket: str, key: str) -> None:
+        await self._send(bucket, key, with_body=False)
+
+    async def _send(self, bucket: str, key: str, *, with_body: bool) -> None:
+        reader: BlobReader = await self.call(self.store.open_file, bucket, key)
+        try:
+            record = reader.record
+            self.set_header("ETag", record.etag)
+            self.set_header("Last-Modified", record.updated_at)
+            self.set_header("Accept-Ranges", "bytes")
+            verdict = self.conditions.check_read(record)
+            if verdict == 412:
+                raise ApiError(
+                    412, "precondition_failed", "the file does not match If-Match / If-Unmodified-Since"
+                )
+            if verdict == 304:
+                self.set_status(304)
+                return
+            self.set_header("Content-Type", record.content_type)
+            self.set_header("X-Content-Type-Options", "nosniff")
+            self.set_header("Content-Disposition", content_disposition(record.name))
+            try:
+                span = byte_range(
+                    self.request.headers.get("Range"), self.request.headers.get("If-Range"), record
+                )
+            except RangeNotSatisfiable:
+                raise ApiError(
+                    416,
+                    "range_not_satisfiable",
+                    f"the file has {record.size} bytes",
+                    {"Content-Range": f"bytes */{record.size}"},
+                ) from None
+            if span is None:
+                first, length = 0, record.size
+                self.set_header("Repr-Digest", repr_digest(record))
+            else:
+                first, length = span[0], span[1] - span[0] + 1
+                self.set_status(206)
+                self.set_header("Content-Range", f"bytes {span[0]}-{span[1]}/{record.size}")
+            self.set_header("Content-Length", length)
+            if with_body:
+                reader.offset = first
+                await self._stream(reader, length)
+        finally:
+            reader.close()
+
+    async def _stream(self, reader: BlobReader, length: int) -> None:
+        loop = IOLoop.current()
+        try:
+            while length > 0:
+                chunk = await loop.run_in_executor(None, reader.read, min(self.config.chunk_size, length))
+                if not chunk:
+                    raise OSError("the file ended early")  # cannot happen: files are never written in place
+                length -= len(chunk)
+                self.write(chunk)
+                await self.flush()
+                # flush() is already done when the socket took the chunk: yield, or one fast
+                # download starves every other request on this worker.
+                await asyncio.sleep(0)
+        except StreamClosedError:
+            pass  # the client went away
+
+    async def delete(self, bucket: str, key: str) -> None:
+        await self.call(self.store.delete_file, bucket, key, self.precondition)
+        self.set_status(204)
+        self.finish()
