@@ -100,6 +100,7 @@ class Op:
     errors: tuple[int, ...] = ()
     also: Mapping[int, str] = field(default_factory=dict)  # further success statuses
     headers: Mapping[str, str] = field(default_factory=dict)  # request headers it honours
+    notes: str = ""  # more description, in Markdown
 
 
 class BaseHandler(RequestHandler):
@@ -128,6 +129,15 @@ class BaseHandler(RequestHandler):
         self._track(False)
         super().on_connection_close()
 
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this handler implements (for Allow on a 405)."""
+        return [
+            m
+            for m in cls.SUPPORTED_METHODS
+            if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
+        ]
+
     def compute_etag(self) -> str | None:
         return None  # JSON answers are not cached; downloads set their own strong ETag
 
@@ -150,10 +160,10 @@ class BaseHandler(RequestHandler):
             raise ApiError(422, "validation_error", _problems(exc)) from None
 
     def parse_query(self, model: type[M]) -> M:
-        """The query string as `model`; 422 when it does not fit. Empty values count as absent."""
+        """The query string as `model`; 422 when it does not fit."""
         values = {name: self.get_query_argument(name) for name in self.request.query_arguments}
         try:
-            return model.model_validate({k: v for k, v in values.items() if v != ""})
+            return model.model_validate(values)
         except ValidationError as exc:
             raise ApiError(422, "validation_error", _problems(exc)) from None
 
@@ -174,6 +184,8 @@ class BaseHandler(RequestHandler):
         else:
             reason = self._reason if status_code != 500 else "internal server error"
             body = ErrorBody(detail=reason, code=STATUS_CODES.get(status_code, "error"))
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", JSON)
         self.finish(body.model_dump_json().encode())
 

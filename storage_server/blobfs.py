@@ -658,11 +658,12 @@ class BlobStore:
         finally:
             reader.close()
 
-    def list_files(self, bucket: str, prefix: str, delimited: bool, limit: int, after: str | None) -> Listing:
+    def list_files(
+        self, bucket: str, prefix: str, delimited: bool, limit: int, after: bytes | None
+    ) -> Listing:
         """One page of the files (and, when `delimited`, folders) whose keys start with `prefix`,
-        in UTF-8 byte order, after the key `after`. Raises InvalidName, InvalidKey,
-        BucketNotFound."""
-        folders, partial = validate_prefix(prefix)
+        in UTF-8 byte order, after the key whose UTF-8 bytes are `after`. A prefix no key can have
+        lists nothing. Raises InvalidName, BucketNotFound."""
         files: list[File] = []
         common: list[str] = []
         last = None
@@ -670,17 +671,19 @@ class BlobStore:
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
         try:
+            folders, partial = validate_prefix(prefix)
             chain = self._open_chain(bucket_fd, folders)
+        except InvalidKey:
+            folders, partial, chain = (), "", []
         except OSError as exc:
-            chain = []
+            folders, partial, chain = (), "", []
             if exc.errno not in _ABSENT:
                 raise
         finally:
             os.close(bucket_fd)
         try:
             base = "".join(f"{f}/" for f in folders)
-            start = after.encode("utf-8") if after is not None else None
-            for entry in listing.walk(chain[-1], base, partial, delimited, start) if chain else ():
+            for entry in listing.walk(chain[-1], base, partial, delimited, after) if chain else ():
                 if len(files) + len(common) == limit:
                     more = True
                     break

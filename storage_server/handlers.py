@@ -3,8 +3,6 @@ move, the OpenAPI document, Swagger UI and metrics. `make_app` builds the applic
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib.util
 import json
 from pathlib import Path
@@ -107,13 +105,14 @@ class BucketHandler(BaseHandler):
 
 
 def encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode("utf-8")).decode().rstrip("=")
+    """A page cursor: the hex of the last key's UTF-8 bytes, a position in byte order."""
+    return key.encode("utf-8").hex()
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
-    except (binascii.Error, ValueError):
+        return bytes.fromhex(cursor)
+    except ValueError:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this service handed out") from None
 
 

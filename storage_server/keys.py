@@ -10,6 +10,13 @@ KEY_MAX_BYTES = 1024
 SEGMENT_MAX_BYTES = 255
 
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+# The same rules as JSON Schema patterns, for the OpenAPI document. The key pattern describes a
+# safe subset (segments of at most 63 characters, 256 in all, so never over the byte limits).
+BUCKET_PATTERN = "^" + _BUCKET_NAME.pattern + "$"
+_SEGMENT = r"(?!\.{1,2}(?:/|$))(?!\s+(?:/|$))[^\u0000-\u001f\u007f-\u009f\\/]{1,63}"
+KEY_PATTERN = f"^{_SEGMENT}(?:/{_SEGMENT})*$"
+KEY_DOC_MAX_LENGTH = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

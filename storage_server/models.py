@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
+
+from .keys import BUCKET_PATTERN, KEY_DOC_MAX_LENGTH, KEY_PATTERN
+
+# Documented in the schema, checked by keys.py (so that a bad name is a 400, not a 422).
+BUCKET_NAME: dict[str, JsonValue] = {"pattern": BUCKET_PATTERN}
+KEY: dict[str, JsonValue] = {"pattern": KEY_PATTERN, "maxLength": KEY_DOC_MAX_LENGTH}
 
 DESCRIPTION_MAX = 1024
 
@@ -15,7 +21,10 @@ class _Request(BaseModel):
 
 
 class BucketCreate(_Request):
-    name: str = Field(description="S3-style name: 3-63 of a-z, 0-9 and '-', alphanumeric at both ends.")
+    name: str = Field(
+        description="S3-style name: 3-63 of a-z, 0-9 and '-', alphanumeric at both ends.",
+        json_schema_extra=BUCKET_NAME,
+    )
     public: bool = False
     description: str | None = Field(None, max_length=DESCRIPTION_MAX)
 
@@ -98,14 +107,16 @@ class ListQuery(_Request):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
     prefix: str = Field("", description="Only paths starting with this (not necessarily at a '/').")
-    delimiter: Literal["/"] | None = Field(None, description="'/' groups deeper paths into `folders`.")
+    delimiter: Literal["/", ""] = Field("", description="'/' groups deeper paths into `folders`.")
     limit: int = Field(1000, ge=1, le=10000, description="Files plus folders per page.")
-    cursor: str | None = Field(None, description="`next_cursor` of the previous page.")
+    cursor: str | None = Field(
+        None, description="`next_cursor` of the previous page.", pattern="^(?:[0-9a-f]{2})+$"
+    )
 
 
 class FileRef(_Request):
-    bucket: str
-    path: str
+    bucket: str = Field(json_schema_extra=BUCKET_NAME)
+    path: str = Field(json_schema_extra=KEY)
 
 
 class TransferRequest(_Request):

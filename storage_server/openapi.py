@@ -13,9 +13,10 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from . import __version__
 from .base import BaseHandler, Op
-from .models import ErrorBody
+from .models import BUCKET_NAME, KEY, ErrorBody
 
 REF = "#/components/schemas/{model}"
+PATH_PARAMS = {"bucket": BUCKET_NAME, "path": KEY}
 ANY_FILE: dict[str, Any] = {"*/*": {"schema": {}}}
 UPLOAD_BODY = {
     "application/octet-stream": {"schema": {}},
@@ -67,6 +68,7 @@ def _json(kind: Any) -> dict[str, Any]:
 def _operation(template: str, method: str, op: Op, params: list[dict[str, Any]]) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": op.summary,
+        "description": op.notes,
         "operationId": method + "_" + re.sub(r"\W+", "_", template).strip("_"),
         "parameters": list(params),
     }
@@ -130,7 +132,7 @@ def document(routes: Sequence[tuple[str, type[BaseHandler]]]) -> dict[str, Any]:
         if not handler.ops:
             continue
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string", **PATH_PARAMS[name]}}
             for name in re.findall(r"{(\w+)}", template)
         ]
         paths[template] = {

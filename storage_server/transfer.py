@@ -38,14 +38,15 @@ CONDITIONAL = {
     "If-Modified-Since": "reads: 304 if not modified since",
     "If-Unmodified-Since": "412 if modified since",
 }
-UPLOAD_HEADERS = {
-    **CONDITIONAL,
-    "X-Filename": "the original file name, percent-encoded UTF-8 (raw bodies)",
-    "Content-MD5": "base64 MD5 of the request body; 400 bad_digest on mismatch",
-    "Content-Digest": "RFC 9530 digest of the request body, e.g. sha-256=:base64:",
-    "Repr-Digest": "RFC 9530 digest of the stored file, e.g. sha-256=:base64:",
-    "X-Checksum-SHA256": "hex SHA-256 of the stored file",
-}
+UPLOAD_NOTES = """Optional headers (a mismatch is 400 `bad_digest` and stores nothing, a malformed
+value 400 `invalid_digest`):
+
+- `X-Filename`: the original file name, percent-encoded UTF-8 (raw bodies)
+- `Content-MD5`: base64 MD5 of the request body
+- `Content-Digest`: RFC 9530 digest of the request body, e.g. `sha-256=:base64:`
+- `Repr-Digest`: RFC 9530 digest of the stored file, e.g. `sha-256=:base64:`
+- `X-Checksum-SHA256`: hex SHA-256 of the stored file
+"""
 READ_HEADERS = {
     **CONDITIONAL,
     "Range": "bytes=a-b, a- or -n: 206 with those bytes",
@@ -74,7 +75,8 @@ class FileHandler(BaseHandler):
             body="file",
             response=UploadResult,
             errors=(400, 404, 409, 412, 413, 507),
-            headers=UPLOAD_HEADERS,
+            headers=CONDITIONAL,
+            notes=UPLOAD_NOTES,
         ),
         "get": Op(
             "Download a file, streamed",
