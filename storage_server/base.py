@@ -160,8 +160,12 @@ class BaseHandler(RequestHandler):
             raise ApiError(422, "validation_error", _problems(exc)) from None
 
     def parse_query(self, model: type[M]) -> M:
-        """The query string as `model`; 422 when it does not fit."""
-        values = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        """The query string as `model`; 422 when it does not fit. Values are taken as sent (Tornado's
+        get_argument would strip spaces and drop control characters)."""
+        try:
+            values = {name: raw[-1].decode("utf-8") for name, raw in self.request.query_arguments.items()}
+        except UnicodeDecodeError:
+            raise ApiError(422, "validation_error", "the query string is not UTF-8") from None
         try:
             return model.model_validate(values)
         except ValidationError as exc:
