@@ -14,290 +14,31 @@ Locks (all flock, so they hold across worker processes and die with their holder
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
-import hashlib
-import json
-import mimetypes
 import os
-import posixpath
 import shutil
 import stat
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import listing
-from .errors import (
-    BucketNotFound,
-    Conflict,
-    FileNotFound,
-    InsufficientStorage,
-    InvalidKey,
-    StorageError,
-    Unavailable,
-)
+from . import fsops, listing
+from .errors import BucketNotFound, Conflict, FileNotFound, InsufficientStorage, InvalidKey, Unavailable
 from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
 from .models import Bucket, File, Listing
+from .staging import COMMIT_ATTEMPTS, BlobReader, Precondition, Upload
+
+__all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Precondition", "Upload"]
 
 INTERNAL_DIR = ".storage-server"  # a bucket name cannot start with "."
-BUCKET_XATTR = "user.storage_server.bucket"
-STATS_XATTR = "user.storage_server.stats"
-FILE_XATTR = "user.storage_server.file"
 SWEEP_GRACE = 60.0  # seconds; see BlobStore.sweep
-
-# Called with the current record of a key (None when there is none) while the key cannot change;
-# raises PreconditionFailed to stop the write.
-Precondition = Callable[[File | None], None]
-
-_DIR = listing.DIR_FLAGS
-_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-_COMMIT_ATTEMPTS = 16
-# What a key's path meets when no file is there: nothing, a folder, a file on the way, a link.
-_ABSENT = (errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ELOOP)
-_FILE_META_FIELDS = {"name", "content_type", "sha256", "created_at", "updated_at"}
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Turn the OSErrors a client can act on into StorageErrors; let any other one through."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("not enough free space to store the file") from exc
-        if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ELOOP):
-            raise Conflict(f"{what} conflicts with an existing file or folder") from exc
-        raise
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _load_renameat2() -> Any:
-    fn = ctypes.CDLL(None, use_errno=True).renameat2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    return fn
-
-
-_renameat2 = _load_renameat2()
-
-
-def rename_noreplace(src: Path | str, dst_dir_fd: int, dst: str, src_dir_fd: int = _AT_FDCWD) -> None:
-    """renameat2(RENAME_NOREPLACE): move src to dst unless dst exists (then FileExistsError)."""
-    if _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE):
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), dst)
-
-
-def _file_meta(record: File) -> bytes:
-    return record.model_dump_json(include=_FILE_META_FIELDS).encode()
-
-
-def _bucket_meta(bucket: Bucket) -> bytes:
-    return bucket.model_dump_json(include={"public", "description", "created_at", "updated_at"}).encode()
-
-
-class BlobReader:
-    """An open stored file: `record` describes it, `read` returns its next bytes."""
-
-    def __init__(self, fd: int, record: File) -> None:
-        self._fd = fd
-        self.offset = 0
-        self.record = record
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def read(self, size: int) -> bytes:
-        data = os.pread(self._fd, size, self.offset)
-        self.offset += len(data)
-        return data
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-
-class Upload:
-    """A temp file being filled with one upload; `commit` makes it visible, `abort` discards it.
-
-    Safe to call from any thread: calls are serialized, so an `abort` on disconnect never
-    closes the descriptor under a running `write`.
-    """
-
-    def __init__(self, store: BlobStore, bucket: str, parts: tuple[str, ...], bucket_fd: int):
-        self._store = store
-        self._bucket = bucket
-        self._parts = parts
-        self._lock = threading.Lock()
-        self._hash = hashlib.sha256()
-        self._copied_sha256: str | None = None
-        self.size = 0
-        self._temp: Path | None = store._tmp / f"{uuid.uuid4().hex}.part"
-        self._fd: int | None = store._open_temp(self._temp)
-        # Held open for the whole upload: the commit goes into this very bucket or nowhere,
-        # and its inode cannot be reused by a bucket recreated under the same name meanwhile.
-        self._bucket_fd: int | None = bucket_fd
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append data; raise InsufficientStorage when the disk is full."""
-        with self._lock:
-            fd = self._live_fd()
-            self._hash.update(data)
-            view = memoryview(data)
-            size = view.nbytes
-            with _translated("the upload"):
-                while view:
-                    view = view[os.write(fd, view) :]
-            self.size += size
-
-    def copy_from(self, reader: BlobReader) -> None:
-        """Fill the upload with a stored file, in the kernel where it can; its sha256 is kept."""
-        with self._lock, _translated("the copy"):
-            fd = self._live_fd()
-            left = reader.record.size
-            while left > 0:
-                done = os.copy_file_range(reader.fileno(), fd, left, reader.offset)
-                if done == 0:
-                    raise OSError(errno.EIO, "the source file ended early")
-                reader.offset += done
-                left -= done
-            self.size = reader.record.size
-            self._copied_sha256 = reader.record.sha256
-
-    def sha256(self) -> str:
-        """Hex SHA-256 of the bytes so far."""
-        with self._lock:
-            return self._copied_sha256 or self._hash.hexdigest()
-
-    def commit(self, content_type: str, name: str, precondition: Precondition | None = None) -> File:
-        """Write the metadata, fsync, rename into place, fsync the folder; return the record.
-
-        Raises BucketNotFound if the bucket was deleted since the upload began, Conflict if a
-        file or folder is in the way, PreconditionFailed when `precondition` says so,
-        InsufficientStorage when the disk is full. Either way the temp file is gone afterwards.
-        """
-        with self._lock:
-            fd = self._live_fd()
-            try:
-                return self._commit(fd, content_type, name, precondition)
-            finally:
-                self._discard()
-
-    def abort(self) -> None:
-        """Discard the upload; safe at any time and more than once."""
-        with self._lock:
-            self._discard()
-
-    def _live_fd(self) -> int:
-        if self._fd is None:
-            raise StorageError("the upload was aborted")
-        return self._fd
-
-    def _commit(self, fd: int, content_type: str, name: str, precondition: Precondition | None) -> File:
-        store, bucket_fd = self._store, self._bucket_fd
-        assert bucket_fd is not None
-        now = _now()
-        record = File(
-            bucket=self._bucket,
-            path="/".join(self._parts),
-            name=name,
-            size=self.size,
-            content_type=content_type,
-            sha256=self._copied_sha256 or self._hash.hexdigest(),
-            created_at=now,
-            updated_at=now,
-        )
-        with _translated("the upload"):
-            os.setxattr(fd, FILE_XATTR, _file_meta(record))
-            if store.fsync:
-                os.fsync(fd)
-        # The shared bucket lock keeps delete_bucket out; the check turns an upload into a bucket
-        # deleted (or deleted and recreated) meanwhile into a 404.
-        with store._locking(bucket_fd, self._bucket, exclusive=False):
-            for _attempt in range(_COMMIT_ATTEMPTS):
-                try:
-                    with _translated("the key"):
-                        parent = store._open_parent(bucket_fd, self._parts, create=True)
-                except FileNotFoundError:
-                    continue  # a concurrent delete pruned a folder on the way: make it again
-                try:
-                    with _translated("the key"), store._mutating(self._bucket):
-                        record = self._place(fd, parent, record, precondition)
-                    if store.fsync:
-                        os.fsync(parent)
-                    return record
-                except FileNotFoundError:
-                    if self._temp is None:
-                        raise
-                    continue  # the folder was pruned between open and rename: make it again
-                except FileExistsError:
-                    continue  # a file appeared where none was: check again
-                finally:
-                    os.close(parent)
-        raise Conflict("the key's folder kept changing under concurrent writes; try again")
-
-    def _place(self, fd: int, parent: int, record: File, precondition: Precondition | None) -> File:
-        """Under the bucket's mutation lock: check the key's current state and rename into place."""
-        store, leaf = self._store, self._parts[-1]
-        current = store._current(parent, leaf)
-        if current.folder:
-            raise Conflict("a folder stands where the key needs a file")
-        if precondition is not None:
-            precondition(current.record)
-        if current.record is not None and current.record.created_at != record.created_at:
-            record = record.model_copy(update={"created_at": current.record.created_at})
-            os.setxattr(fd, FILE_XATTR, _file_meta(record))
-            if store.fsync:
-                os.fsync(fd)
-        assert self._temp is not None
-        if current.present:
-            os.replace(self._temp, leaf, dst_dir_fd=parent)
-        else:
-            rename_noreplace(self._temp, parent, leaf)
-        self._temp = None
-        assert self._bucket_fd is not None
-        store._count(self._bucket_fd, 0 if current.counted else 1, record.size - current.size)
-        return record
-
-    def _discard(self) -> None:
-        for attr in ("_fd", "_bucket_fd"):
-            fd = getattr(self, attr)
-            setattr(self, attr, None)
-            if fd is not None:
-                os.close(fd)
-        temp, self._temp = self._temp, None
-        if temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-
-
-class _Current:
-    """What stands at a key now: nothing, a file (with its record), a folder, or something else."""
-
-    def __init__(self, present: bool, record: File | None = None, folder: bool = False) -> None:
-        self.present = present
-        self.record = record
-        self.folder = folder
-
-    @property
-    def counted(self) -> bool:
-        """Whether the bucket's counters include it (regular files only)."""
-        return self.record is not None
-
-    @property
-    def size(self) -> int:
-        return self.record.size if self.record is not None else 0
 
 
 class BlobStore:
@@ -323,10 +64,10 @@ class BlobStore:
             for folder in (self._tmp, self._trash, self._locks, self._workers):
                 folder.mkdir(parents=True, exist_ok=True)
             probe.mkdir()
-            os.setxattr(probe, BUCKET_XATTR, b"{}")
-            tmp_fd = os.open(self._tmp, _DIR)
+            os.setxattr(probe, fsops.BUCKET_XATTR, b"{}")
+            tmp_fd = os.open(self._tmp, fsops.DIR)
             try:
-                rename_noreplace(probe, tmp_fd, probe.name)
+                fsops.rename_noreplace(probe, tmp_fd, probe.name)
             except FileExistsError:
                 pass  # renameat2 works: it refused to replace the probe with itself
             finally:
@@ -352,7 +93,7 @@ class BlobStore:
             with os.scandir(folder) as entries:
                 for entry in entries:
                     with contextlib.suppress(FileNotFoundError):
-                        if entry.stat(follow_symlinks=False).st_mtime > cutoff or _is_locked(entry.path):
+                        if entry.stat(follow_symlinks=False).st_mtime > cutoff or fsops.is_locked(entry.path):
                             continue
                         if entry.is_dir(follow_symlinks=False):
                             shutil.rmtree(entry.path, ignore_errors=True)
@@ -382,7 +123,7 @@ class BlobStore:
         with os.scandir(self._workers) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    if not _is_locked(entry.path):
+                    if not fsops.is_locked(entry.path):
                         os.unlink(entry.path)
                         dead.append(int(entry.name.split("-", 1)[0]))
         if dead:
@@ -395,8 +136,8 @@ class BlobStore:
         """Recompute the bucket's file and byte counters by walking it."""
         with self._locked_bucket(name, exclusive=False) as fd, self._mutating(name):
             found = list(listing.sizes(fd))
-            os.setxattr(fd, STATS_XATTR, f"{len(found)} {sum(found)}".encode())
-            return self._read_bucket(fd, name)
+            os.setxattr(fd, fsops.STATS_XATTR, f"{len(found)} {sum(found)}".encode())
+            return fsops.read_bucket(fd, name)
 
     def is_writable(self) -> bool:
         """True when a file can be created, written and removed in the storage path."""
@@ -432,11 +173,11 @@ class BlobStore:
         bucket = Bucket(name=name, public=public, description=description, created_at=now, updated_at=now)
         staged = self._tmp / f"{uuid.uuid4().hex}.bucket"
         created = False
-        with self._root() as root_fd, _translated("the bucket"):
+        with self._root() as root_fd, fsops.translated("the bucket"):
             try:
                 os.mkdir(staged)
-                os.setxattr(staged, BUCKET_XATTR, _bucket_meta(bucket))
-                rename_noreplace(staged, root_fd, name)
+                os.setxattr(staged, fsops.BUCKET_XATTR, fsops.bucket_meta(bucket))
+                fsops.rename_noreplace(staged, root_fd, name)
                 created = True
             except FileExistsError:
                 pass
@@ -465,12 +206,12 @@ class BlobStore:
     def update_bucket(self, name: str, changes: dict[str, Any]) -> Bucket:
         """Apply `changes` (public, description) and return the bucket; raise BucketNotFound."""
         with self._locked_bucket(name, exclusive=True) as fd:
-            bucket = self._read_bucket(fd, name)
+            bucket = fsops.read_bucket(fd, name)
             if all(getattr(bucket, field) == value for field, value in changes.items()):
                 return bucket
             bucket = bucket.model_copy(update={**changes, "updated_at": _now()})
-            with _translated("the bucket"):
-                os.setxattr(fd, BUCKET_XATTR, _bucket_meta(bucket))
+            with fsops.translated("the bucket"):
+                os.setxattr(fd, fsops.BUCKET_XATTR, fsops.bucket_meta(bucket))
                 if self.fsync:
                     os.fsync(fd)
             return bucket
@@ -508,7 +249,7 @@ class BlobStore:
             current = self._check_way(bucket_fd, parts)
             if precondition is not None:
                 precondition(current)
-            with _translated("the upload"):
+            with fsops.translated("the upload"):
                 return Upload(self, bucket, parts, bucket_fd)
         except BaseException:
             os.close(bucket_fd)
@@ -520,13 +261,13 @@ class BlobStore:
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
         try:
-            parent = self._open_parent(bucket_fd, parts, create=False)
+            parent = fsops.open_parent(bucket_fd, parts, create=False, fsync=self.fsync)
             try:
-                fd = os.open(parts[-1], _FILE, dir_fd=parent)
+                fd = os.open(parts[-1], fsops.FILE, dir_fd=parent)
             finally:
                 os.close(parent)
         except OSError as exc:
-            if exc.errno in _ABSENT:
+            if exc.errno in fsops.ABSENT:
                 raise FileNotFound(bucket, key) from None
             raise
         finally:
@@ -535,7 +276,7 @@ class BlobStore:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise FileNotFound(bucket, key)
-            return BlobReader(fd, self._file_record(fd, info, bucket, "/".join(parts)))
+            return BlobReader(fd, fsops.file_record(fd, info, bucket, "/".join(parts)))
         except BaseException:
             os.close(fd)
             raise
@@ -548,25 +289,25 @@ class BlobStore:
         parts = validate_key(key)
         with self._locked_bucket(bucket, exclusive=False) as bucket_fd:
             try:
-                chain = self._open_chain(bucket_fd, parts[:-1])
+                chain = fsops.open_chain(bucket_fd, parts[:-1])
             except OSError as exc:
-                if exc.errno not in _ABSENT:
+                if exc.errno not in fsops.ABSENT:
                     raise
                 if precondition is not None:
                     precondition(None)
                 return False
             try:
                 with self._mutating(bucket):
-                    current = self._current(chain[-1], parts[-1])
+                    current = fsops.current(chain[-1], parts[-1])
                     if precondition is not None:
                         precondition(current.record)
                     if not current.present or current.folder:
                         return False
                     os.unlink(parts[-1], dir_fd=chain[-1])
-                    self._count(bucket_fd, -1 if current.counted else 0, -current.size)
+                    fsops.count(bucket_fd, -1 if current.counted else 0, -current.size)
                 if self.fsync:
                     os.fsync(chain[-1])
-                _prune(chain, parts)
+                fsops.prune(chain, parts)
                 return True
             finally:
                 for fd in chain:
@@ -594,29 +335,29 @@ class BlobStore:
                 else stack.enter_context(self._locked_bucket(dst_bucket, exclusive=False))
             )
             try:
-                src_chain = self._open_chain(src_fd, src_parts[:-1])
+                src_chain = fsops.open_chain(src_fd, src_parts[:-1])
             except OSError as exc:
-                if exc.errno in _ABSENT:
+                if exc.errno in fsops.ABSENT:
                     raise FileNotFound(src_bucket, src_key) from None
                 raise
             for fd in src_chain:
                 stack.callback(os.close, fd)
-            for _attempt in range(_COMMIT_ATTEMPTS):
+            for _attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    with _translated("the destination"):
-                        dst_parent = self._open_parent(dst_fd, dst_parts, create=True)
+                    with fsops.translated("the destination"):
+                        dst_parent = fsops.open_parent(dst_fd, dst_parts, create=True, fsync=self.fsync)
                 except FileNotFoundError:
                     continue
                 try:
-                    with _translated("the destination"), contextlib.ExitStack() as locks:
+                    with fsops.translated("the destination"), contextlib.ExitStack() as locks:
                         for name in sorted({src_bucket, dst_bucket}):
                             locks.enter_context(self._mutating(name))
-                        source = self._current(src_chain[-1], src_parts[-1]).record
+                        source = fsops.current(src_chain[-1], src_parts[-1]).record
                         if source is None:
                             raise FileNotFound(src_bucket, src_key)
                         if (src_bucket, src_parts) == (dst_bucket, dst_parts):
                             return source
-                        target = self._current(dst_parent, dst_parts[-1])
+                        target = fsops.current(dst_parent, dst_parts[-1])
                         if target.folder:
                             raise Conflict("a folder stands where the destination needs a file")
                         if precondition is not None:
@@ -625,12 +366,12 @@ class BlobStore:
                             src_parts[-1], dst_parts[-1], src_dir_fd=src_chain[-1], dst_dir_fd=dst_parent
                         )
                         moved = source.model_copy(update={"bucket": dst_bucket, "path": "/".join(dst_parts)})
-                        self._count(src_fd, -1, -source.size)
-                        self._count(dst_fd, 0 if target.counted else 1, source.size - target.size)
+                        fsops.count(src_fd, -1, -source.size)
+                        fsops.count(dst_fd, 0 if target.counted else 1, source.size - target.size)
                     if self.fsync:
                         os.fsync(dst_parent)
                         os.fsync(src_chain[-1])
-                    _prune(src_chain, src_parts)
+                    fsops.prune(src_chain, src_parts)
                     return moved
                 except FileNotFoundError:
                     continue
@@ -672,12 +413,12 @@ class BlobStore:
             bucket_fd = self._open_bucket(root_fd, bucket)
         try:
             folders, partial = validate_prefix(prefix)
-            chain = self._open_chain(bucket_fd, folders)
+            chain = fsops.open_chain(bucket_fd, folders)
         except InvalidKey:
             folders, partial, chain = (), "", []
         except OSError as exc:
             folders, partial, chain = (), "", []
-            if exc.errno not in _ABSENT:
+            if exc.errno not in fsops.ABSENT:
                 raise
         finally:
             os.close(bucket_fd)
@@ -690,7 +431,7 @@ class BlobStore:
                 last = entry.key
                 if entry.folder:
                     common.append(entry.key)
-                elif (record := self._record_at(entry.dir_fd, entry.name, bucket, entry.key)) is not None:
+                elif (record := fsops.record_at(entry.dir_fd, entry.name, bucket, entry.key)) is not None:
                     files.append(record)
         finally:
             for fd in chain:
@@ -726,16 +467,16 @@ class BlobStore:
     def _open_bucket(root_fd: int, name: str) -> int:
         validate_bucket_name(name)
         try:
-            return os.open(name, _DIR, dir_fd=root_fd)
+            return os.open(name, fsops.DIR, dir_fd=root_fd)
         except OSError as exc:
-            if exc.errno in _ABSENT:
+            if exc.errno in fsops.ABSENT:
                 raise BucketNotFound(name) from None
             raise
 
     def _get_bucket(self, root_fd: int, name: str) -> Bucket:
         fd = self._open_bucket(root_fd, name)
         try:
-            return self._read_bucket(fd, name)
+            return fsops.read_bucket(fd, name)
         finally:
             os.close(fd)
 
@@ -781,172 +522,18 @@ class BlobStore:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _count(bucket_fd: int, files: int, size: int) -> None:
-        """Add to the bucket's file and byte counters; only with its mutation lock held."""
-        count, total = _stats(bucket_fd)
-        os.setxattr(bucket_fd, STATS_XATTR, f"{max(count + files, 0)} {max(total + size, 0)}".encode())
-
-    @staticmethod
-    def _read_bucket(fd: int, name: str) -> Bucket:
-        try:
-            meta = json.loads(os.getxattr(fd, BUCKET_XATTR))
-        except OSError:
-            # A folder made by hand: a private bucket dated by the folder itself.
-            when = datetime.fromtimestamp(os.fstat(fd).st_mtime, UTC)
-            meta = {"created_at": when, "updated_at": when}
-        count, size = _stats(fd)
-        return Bucket.model_validate({**meta, "name": name, "file_count": count, "total_size": size})
-
-    def _open_parent(self, bucket_fd: int, parts: tuple[str, ...], *, create: bool) -> int:
-        """Open the folder holding the key's last segment without following any symlink.
-
-        With `create`, missing folders are made inside the bucket (never the bucket itself).
-        Raises OSError (ENOENT, ENOTDIR, ELOOP) when a folder is missing or is something else.
-        """
-        _second_wall(parts)
-        fd = os.dup(bucket_fd)
-        try:
-            for part in parts[:-1]:
-                if create:
-                    try:
-                        os.mkdir(part, dir_fd=fd)
-                        if self.fsync:
-                            os.fsync(fd)
-                    except FileExistsError:
-                        pass
-                child = os.open(part, _DIR, dir_fd=fd)
-                os.close(fd)
-                fd = child
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
-
-    @staticmethod
-    def _open_chain(bucket_fd: int, folders: tuple[str, ...]) -> list[int]:
-        """Open the bucket and each of `folders` below it, without following symlinks; the
-        caller closes them. Raises OSError (ENOENT, ENOTDIR, ELOOP) when one is missing."""
-        _second_wall(folders)
-        chain = [os.dup(bucket_fd)]
-        try:
-            for part in folders:
-                chain.append(os.open(part, _DIR, dir_fd=chain[-1]))
-            return chain
-        except BaseException:
-            for fd in chain:
-                os.close(fd)
-            raise
-
     def _check_way(self, bucket_fd: int, parts: tuple[str, ...]) -> File | None:
         """The record now at the key, if any; raise Conflict when a file or folder blocks it."""
         try:
-            parent = self._open_parent(bucket_fd, parts, create=False)
+            parent = fsops.open_parent(bucket_fd, parts, create=False, fsync=self.fsync)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise Conflict("a file stands where the key needs a folder") from exc
         try:
-            current = self._current(parent, parts[-1])
+            current = fsops.current(parent, parts[-1])
         finally:
             os.close(parent)
         if current.folder:
             raise Conflict("a folder stands where the key needs a file")
         return current.record
-
-    def _current(self, parent: int, name: str) -> _Current:
-        """What stands at `name` in the open folder `parent` right now."""
-        try:
-            fd = os.open(name, _FILE, dir_fd=parent)
-        except FileNotFoundError:
-            return _Current(False)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return _Current(True)  # a symlink: replaced, never followed
-            raise
-        try:
-            info = os.fstat(fd)
-            if stat.S_ISDIR(info.st_mode):
-                return _Current(True, folder=True)
-            if not stat.S_ISREG(info.st_mode):
-                return _Current(True)
-            return _Current(True, self._file_record(fd, info, "", name))
-        finally:
-            os.close(fd)
-
-    def _record_at(self, dir_fd: int, name: str, bucket: str, key: str) -> File | None:
-        try:
-            fd = os.open(name, _FILE, dir_fd=dir_fd)
-        except OSError:
-            return None  # deleted since the folder was read
-        try:
-            info = os.fstat(fd)
-            return self._file_record(fd, info, bucket, key) if stat.S_ISREG(info.st_mode) else None
-        finally:
-            os.close(fd)
-
-    def _file_record(self, fd: int, info: os.stat_result, bucket: str, key: str) -> File:
-        try:
-            meta = json.loads(os.getxattr(fd, FILE_XATTR))
-        except (OSError, ValueError):
-            meta = self._describe_foreign(fd, info, key.rsplit("/", 1)[-1])
-        return File.model_validate({**meta, "bucket": bucket, "path": key, "size": info.st_size})
-
-    @staticmethod
-    def _describe_foreign(fd: int, info: os.stat_result, name: str) -> dict[str, Any]:
-        """Metadata for a file placed by hand: hashed once, then cached in its xattr if allowed."""
-        digest = hashlib.sha256()
-        offset = 0
-        while chunk := os.pread(fd, 1024 * 1024, offset):
-            digest.update(chunk)
-            offset += len(chunk)
-        when = datetime.fromtimestamp(info.st_mtime, UTC).isoformat()
-        meta = {
-            "name": name,
-            "content_type": mimetypes.guess_type(name)[0] or "application/octet-stream",
-            "sha256": digest.hexdigest(),
-            "created_at": when,
-            "updated_at": when,
-        }
-        with contextlib.suppress(OSError):
-            os.setxattr(fd, FILE_XATTR, json.dumps(meta).encode())
-        return meta
-
-
-def _is_locked(path: str) -> bool:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def _prune(chain: list[int], parts: tuple[str, ...]) -> None:
-    """Remove the folders of `parts` left empty, deepest first; `chain` holds them open.
-
-    An upload racing into one of them retries its commit (see Upload._commit).
-    """
-    for depth in range(len(chain) - 1, 0, -1):
-        try:
-            os.rmdir(parts[depth - 1], dir_fd=chain[depth - 1])
-        except OSError:
-            return
-
-
-def _stats(bucket_fd: int) -> tuple[int, int]:
-    """The bucket's (file count, total bytes); a bucket never counted has none."""
-    try:
-        count, size = os.getxattr(bucket_fd, STATS_XATTR).split()
-        return int(count), int(size)
-    except (OSError, ValueError):
-        return 0, 0
-
-
-def _second_wall(parts: tuple[str, ...]) -> None:
-    """Refuse segments that would leave the bucket, whatever validate_key let through."""
-    joined = "/" + "/".join(parts)
-    if parts and posixpath.normpath(joined) != joined:
-        raise InvalidKey("the key leaves its bucket")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from storage_server import blobfs, errors, keys
+from storage_server import blobfs, errors, fsops, keys
 from storage_server.blobfs import BlobStore
 
 # Keys and bucket names that must be rejected; grow these whenever a bug is found.
@@ -116,7 +116,7 @@ def test_commit_places_bytes_and_metadata_in_one_file(store: BlobStore, bucket: 
     record = up.commit("text/plain", "original name.txt")
     path = store.root / bucket / "docs" / "a.txt"
     assert path.read_bytes() == b"hello world"
-    meta = json.loads(os.getxattr(path, blobfs.FILE_XATTR))
+    meta = json.loads(os.getxattr(path, fsops.FILE_XATTR))
     assert meta["sha256"] == hashlib.sha256(b"hello world").hexdigest() == record.sha256
     assert meta["name"] == "original name.txt"
     assert record.size == 11

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from storage_server import blobfs
+from storage_server import fsops
 from storage_server.blobfs import BlobStore
 from tests.conftest import Api, body_json
 from tests.test_blobfs import HOSTILE_BUCKETS, HOSTILE_KEYS
@@ -92,7 +92,7 @@ async def test_upload_limit_error_has_the_same_shape(api: Api, photos: str, conf
 async def test_a_server_fault_is_500_without_internals(
     api: Api, store: BlobStore, photos: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    os.setxattr(store.root / photos, blobfs.BUCKET_XATTR, b'{"created_at": "not a date"}')
+    os.setxattr(store.root / photos, fsops.BUCKET_XATTR, b'{"created_at": "not a date"}')
     response = await api.request("GET", f"/api/v1/buckets/{photos}")
     assert_error_shape(response, 500, "internal_error", secrets=(str(store.root), "Traceback", "not a date"))
     assert body_json(response)["detail"] == "internal server error"

@@ -1,0 +1,208 @@
+"""The store's two open-file objects: a BlobReader streams a stored file out, an Upload fills a
+temp file and commits it into place (the only way a file ever becomes visible)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import fsops
+from .errors import Conflict, StorageError
+from .models import File
+
+if TYPE_CHECKING:
+    from .blobfs import BlobStore
+
+# Called with the current record of a key (None when there is none) while the key cannot change;
+# raises PreconditionFailed to stop the write.
+Precondition = Callable[[File | None], None]
+
+COMMIT_ATTEMPTS = 16
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BlobReader:
+    """An open stored file: `record` describes it, `read` returns its next bytes."""
+
+    def __init__(self, fd: int, record: File) -> None:
+        self._fd = fd
+        self.offset = 0
+        self.record = record
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, size: int) -> bytes:
+        data = os.pread(self._fd, size, self.offset)
+        self.offset += len(data)
+        return data
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class Upload:
+    """A temp file being filled with one upload; `commit` makes it visible, `abort` discards it.
+
+    Safe to call from any thread: calls are serialized, so an `abort` on disconnect never
+    closes the descriptor under a running `write`.
+    """
+
+    def __init__(self, store: BlobStore, bucket: str, parts: tuple[str, ...], bucket_fd: int):
+        self._store = store
+        self._bucket = bucket
+        self._parts = parts
+        self._lock = threading.Lock()
+        self._hash = hashlib.sha256()
+        self._copied_sha256: str | None = None
+        self.size = 0
+        self._temp: Path | None = store._tmp / f"{uuid.uuid4().hex}.part"
+        self._fd: int | None = store._open_temp(self._temp)
+        # Held open for the whole upload: the commit goes into this very bucket or nowhere,
+        # and its inode cannot be reused by a bucket recreated under the same name meanwhile.
+        self._bucket_fd: int | None = bucket_fd
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append data; raise InsufficientStorage when the disk is full."""
+        with self._lock:
+            fd = self._live_fd()
+            self._hash.update(data)
+            view = memoryview(data)
+            size = view.nbytes
+            with fsops.translated("the upload"):
+                while view:
+                    view = view[os.write(fd, view) :]
+            self.size += size
+
+    def copy_from(self, reader: BlobReader) -> None:
+        """Fill the upload with a stored file, in the kernel where it can; its sha256 is kept."""
+        with self._lock, fsops.translated("the copy"):
+            fd = self._live_fd()
+            left = reader.record.size
+            while left > 0:
+                done = os.copy_file_range(reader.fileno(), fd, left, reader.offset)
+                if done == 0:
+                    raise OSError(errno.EIO, "the source file ended early")
+                reader.offset += done
+                left -= done
+            self.size = reader.record.size
+            self._copied_sha256 = reader.record.sha256
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes so far."""
+        with self._lock:
+            return self._copied_sha256 or self._hash.hexdigest()
+
+    def commit(self, content_type: str, name: str, precondition: Precondition | None = None) -> File:
+        """Write the metadata, fsync, rename into place, fsync the folder; return the record.
+
+        Raises BucketNotFound if the bucket was deleted since the upload began, Conflict if a
+        file or folder is in the way, PreconditionFailed when `precondition` says so,
+        InsufficientStorage when the disk is full. Either way the temp file is gone afterwards.
+        """
+        with self._lock:
+            fd = self._live_fd()
+            try:
+                return self._commit(fd, content_type, name, precondition)
+            finally:
+                self._discard()
+
+    def abort(self) -> None:
+        """Discard the upload; safe at any time and more than once."""
+        with self._lock:
+            self._discard()
+
+    def _live_fd(self) -> int:
+        if self._fd is None:
+            raise StorageError("the upload was aborted")
+        return self._fd
+
+    def _commit(self, fd: int, content_type: str, name: str, precondition: Precondition | None) -> File:
+        store, bucket_fd = self._store, self._bucket_fd
+        assert bucket_fd is not None
+        now = _now()
+        record = File(
+            bucket=self._bucket,
+            path="/".join(self._parts),
+            name=name,
+            size=self.size,
+            content_type=content_type,
+            sha256=self._copied_sha256 or self._hash.hexdigest(),
+            created_at=now,
+            updated_at=now,
+        )
+        with fsops.translated("the upload"):
+            os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
+            if store.fsync:
+                os.fsync(fd)
+        # The shared bucket lock keeps delete_bucket out; the check turns an upload into a bucket
+        # deleted (or deleted and recreated) meanwhile into a 404.
+        with store._locking(bucket_fd, self._bucket, exclusive=False):
+            for _attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    with fsops.translated("the key"):
+                        parent = fsops.open_parent(bucket_fd, self._parts, create=True, fsync=store.fsync)
+                except FileNotFoundError:
+                    continue  # a concurrent delete pruned a folder on the way: make it again
+                try:
+                    with fsops.translated("the key"), store._mutating(self._bucket):
+                        record = self._place(fd, parent, record, precondition)
+                    if store.fsync:
+                        os.fsync(parent)
+                    return record
+                except FileNotFoundError:
+                    if self._temp is None:
+                        raise
+                    continue  # the folder was pruned between open and rename: make it again
+                except FileExistsError:
+                    continue  # a file appeared where none was: check again
+                finally:
+                    os.close(parent)
+        raise Conflict("the key's folder kept changing under concurrent writes; try again")
+
+    def _place(self, fd: int, parent: int, record: File, precondition: Precondition | None) -> File:
+        """Under the bucket's mutation lock: check the key's current state and rename into place."""
+        store, leaf = self._store, self._parts[-1]
+        current = fsops.current(parent, leaf)
+        if current.folder:
+            raise Conflict("a folder stands where the key needs a file")
+        if precondition is not None:
+            precondition(current.record)
+        if current.record is not None and current.record.created_at != record.created_at:
+            record = record.model_copy(update={"created_at": current.record.created_at})
+            os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
+            if store.fsync:
+                os.fsync(fd)
+        assert self._temp is not None
+        if current.present:
+            os.replace(self._temp, leaf, dst_dir_fd=parent)
+        else:
+            fsops.rename_noreplace(self._temp, parent, leaf)
+        self._temp = None
+        assert self._bucket_fd is not None
+        fsops.count(self._bucket_fd, 0 if current.counted else 1, record.size - current.size)
+        return record
+
+    def _discard(self) -> None:
+        for attr in ("_fd", "_bucket_fd"):
+            fd = getattr(self, attr)
+            setattr(self, attr, None)
+            if fd is not None:
+                os.close(fd)
+        temp, self._temp = self._temp, None
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
