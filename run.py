@@ -5,12 +5,14 @@ python run.py --workers 2 --port 8000 --path ./data     (see --help; STORAGE_* e
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 
@@ -19,7 +21,7 @@ from pydantic_settings import CliApp
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from storage_server.blobfs import INTERNAL_DIR, BlobStore
+from storage_server.blobfs import BlobStore
 from storage_server.errors import StorageError
 from storage_server.settings import Settings
 
@@ -60,13 +62,20 @@ def main(argv: list[str] | None = None) -> None:
         store.recover()
         for sock in bind_sockets(config.port, config.host):  # fail now if the port is taken
             sock.close()
-        metrics = store.root / INTERNAL_DIR / "metrics"
-        shutil.rmtree(metrics, ignore_errors=True)
-        metrics.mkdir()
     except (StorageError, OSError) as exc:
         sys.exit(f"storage_server: cannot start: {exc}")
+    # Not on the storage path: the metric files are mmapped, and a write to an mmapped page of a
+    # full disk kills the process (SIGBUS).
+    metrics = tempfile.mkdtemp(prefix="storage-server-metrics-")
+    supervisor = os.getpid()
+
+    @atexit.register
+    def remove_metrics() -> None:
+        if os.getpid() == supervisor:  # workers inherit this hook; only the supervisor cleans up
+            shutil.rmtree(metrics, ignore_errors=True)
+
     # Workers write their metrics there; this must be set before prometheus_client is imported.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
     from storage_server.server import serve
 
     signal.signal(signal.SIGTERM, forward)

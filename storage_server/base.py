@@ -120,7 +120,7 @@ class BaseHandler(RequestHandler):
             in_flight.add(self)
         else:
             in_flight.discard(self)
-        telemetry.set_in_flight(len(in_flight))
+        telemetry.set_in_flight(len(in_flight))  # never raises: metrics must not fail a request
 
     def on_finish(self) -> None:
         self._track(False)

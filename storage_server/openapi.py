@@ -23,9 +23,10 @@ UPLOAD_BODY = {
     "multipart/form-data": {
         "schema": {
             "type": "object",
-            "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream"}},
+            "properties": {"file": {"type": "string", "format": "binary"}},
             "required": ["file"],
-        }
+        },
+        "encoding": {"file": {"contentType": "application/octet-stream"}},
     },
 }
 REASONS = {

@@ -72,7 +72,10 @@ def forget(pids: Iterable[int]) -> None:
 
 
 def set_in_flight(count: int) -> None:
-    IN_FLIGHT.set(count)
+    try:
+        IN_FLIGHT.set(count)
+    except OSError:
+        log.exception("cannot update the in-flight gauge")
 
 
 def record(handler: RequestHandler, log_format: str) -> None:
@@ -83,13 +86,16 @@ def record(handler: RequestHandler, log_format: str) -> None:
     seconds = request.request_time()
     bytes_in = getattr(handler, "bytes_in", 0)
     bytes_out = getattr(handler, "bytes_out", 0)
-    REQUESTS.labels(request.method, route, str(status)).inc()
-    if bytes_in:
-        RECEIVED.labels(route).inc(bytes_in)
-    if bytes_out:
-        SENT.labels(route).inc(bytes_out)
-    if route.startswith("/api/v1/files/") and status < 300:
-        (UPLOADS if request.method in ("POST", "PUT") else DOWNLOADS).observe(seconds)
+    try:
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        if bytes_in:
+            RECEIVED.labels(route).inc(bytes_in)
+        if bytes_out:
+            SENT.labels(route).inc(bytes_out)
+        if route.startswith("/api/v1/files/") and status < 300:
+            (UPLOADS if request.method in ("POST", "PUT") else DOWNLOADS).observe(seconds)
+    except OSError:
+        log.exception("cannot update the request metrics")
     level = logging.INFO if status < 500 else logging.ERROR
     if log_format == "off" or not access.isEnabledFor(level):
         return
