@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install
+.PHONY: run test lint install torture
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,7 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The fault tests at full strength (200 kill -9 trials, 1,000 overwrites, ...); prints the figures.
+torture: install
+	TORTURE=full $(BIN)/pytest -s -q tests/test_torture.py

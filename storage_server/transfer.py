@@ -32,6 +32,7 @@ from .uploads import (
 
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
+DRAIN_LIMIT = 1 << 20  # bytes of body read before an early error is answered
 CONDITIONAL = {
     "If-Match": "412 unless the current file has one of these ETags (`*`: any file)",
     "If-None-Match": "uploads: `*` means create only, 412 if the file exists; reads: 304 on a match",
@@ -102,15 +103,27 @@ class FileHandler(BaseHandler):
     upload: Upload | None = None
     body: RawBody | MultipartBody | None = None
     checks: Checks | None = None
+    early_error: ApiError | None = None
     _stall: asyncio.TimerHandle | None = None
 
     async def prepare(self) -> None:
         self.conditions = Conditions.from_headers(self.request.headers)
         if self.request.method not in ("POST", "PUT"):
             return
-        limit = self.config.max_upload_size
         declared = self.request.headers.get("Content-Length")
         length = int(declared) if declared and declared.isdigit() else None
+        try:
+            await self._begin(length)
+        except ApiError as error:
+            if length is None or length > DRAIN_LIMIT:
+                raise  # answered now; Tornado closes the connection instead of reading the body
+            # A small body is read (and dropped) first: closing a connection with unread data
+            # resets it, and the client could lose the answer.
+            self.early_error = error
+
+    async def _begin(self, length: int | None) -> None:
+        """Check the upload's headers, start it in the store and pick its body decoder."""
+        limit = self.config.max_upload_size
         if limit is not None and length is not None and length > limit:
             raise ApiError(413, "payload_too_large", f"uploads are limited to {limit} bytes")
         self.connection.set_max_body_size(NO_LIMIT)
@@ -186,6 +199,8 @@ class FileHandler(BaseHandler):
         super().on_connection_close()
 
     async def post(self, bucket: str, key: str) -> None:
+        if self.early_error is not None:
+            raise self.early_error
         if self._stall is not None:
             self._stall.cancel()
         upload, body = self.upload, self.body

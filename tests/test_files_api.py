@@ -425,3 +425,17 @@ async def test_a_slow_but_steady_upload_outlives_the_stall_timeout(api: Api, pho
     response = await api.request("PUT", f"/api/v1/files/{photos}/slow.bin", body_producer=produce)
     assert response.code == 201
     assert body_json(response)["file"]["size"] == 8000
+
+
+async def test_an_early_error_on_a_small_body_keeps_the_connection(api: Api, photos: str) -> None:
+    # The 404 is decided before the body is read; a small body is read anyway, so the answer
+    # arrives intact and the connection carries on to the next request.
+    request = (
+        b"PUT /api/v1/files/nobucket/a.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        + b"x" * 5000
+        + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    answer = await raw_exchange(api, request)
+    assert answer.startswith(b"HTTP/1.1 404")
+    assert b"bucket_not_found" in answer
+    assert b"HTTP/1.1 200" in answer
