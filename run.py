@@ -26,6 +26,7 @@ from storage_server.errors import StorageError
 from storage_server.settings import Settings
 
 log = logging.getLogger("storage_server")
+MAX_RESTARTS = 1000
 
 
 def children(parent: int | None = None) -> list[int]:
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     log.info("serving %s on %s:%d", store.root, config.host, config.port)
-    fork_processes(config.workers)  # returns only in a worker; a worker that dies is replaced
+    # Returns only in a worker; a worker that dies is replaced at once, up to MAX_RESTARTS times
+    # over the supervisor's life (Tornado's default, 100, is too few for a long-lived service;
+    # past it the supervisor exits and systemd restarts the whole service).
+    fork_processes(config.workers, max_restarts=MAX_RESTARTS)
     uvloop.run(serve(config))
 
 
