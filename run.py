@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level,
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
-    store = BlobStore(config.path, fsync=config.fsync)
+    store = BlobStore.for_settings(config)
     try:
         store.prepare()
         store.sweep(grace=0)  # no worker runs yet, so every temp file is a crash's leftover

@@ -29,6 +29,7 @@ from . import fsops, listing
 from .errors import BucketNotFound, Conflict, FileNotFound, InsufficientStorage, InvalidKey, Unavailable
 from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
 from .models import Bucket, File, Listing
+from .settings import Settings
 from .staging import COMMIT_ATTEMPTS, BlobReader, Precondition, Upload
 
 __all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Precondition", "Upload"]
@@ -44,9 +45,14 @@ def _now() -> datetime:
 class BlobStore:
     """Buckets and files under `root`. Synchronous and blocking: call it from worker threads."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    @classmethod
+    def for_settings(cls, config: Settings) -> BlobStore:
+        return cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
+
+    def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
         self.root = Path(os.path.abspath(root))
         self.fsync = fsync
+        self.reserve = reserve
         internal = self.root / INTERNAL_DIR
         self._tmp = internal / "tmp"
         self._trash = internal / "trash"
@@ -161,6 +167,11 @@ class BlobStore:
         info = os.statvfs(self.root)
         return info.f_bavail * info.f_frsize
 
+    def check_space(self, size: int) -> None:
+        """Raise InsufficientStorage unless `size` more bytes leave the reserve untouched."""
+        if self.free_bytes() - size < self.reserve:
+            raise InsufficientStorage(f"not enough free space for {size} more bytes")
+
     # -- buckets ----------------------------------------------------------------------------------
 
     def create_bucket(self, name: str, *, public: bool, description: str | None) -> tuple[Bucket, bool]:
@@ -241,8 +252,7 @@ class BlobStore:
         when `precondition` already fails (it is checked again at commit).
         """
         parts = validate_key(key)
-        if size is not None and size > self.free_bytes():
-            raise InsufficientStorage(f"not enough free space for {size} bytes")
+        self.check_space(size or 0)
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
         try:

@@ -42,7 +42,7 @@ def in_flight(server: HTTPServer) -> int:
 
 async def serve(config: Settings) -> None:
     """Run one worker until SIGTERM or SIGINT, then drain in-flight requests and return."""
-    store = BlobStore(config.path, fsync=config.fsync)
+    store = BlobStore.for_settings(config)
     store.register_worker()
     try:
         server = make_server(config, store)

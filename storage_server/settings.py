@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Largest accepted request body in bytes (413 above it); unset means no limit.",
     )
+    min_free_bytes: int = Field(
+        64 * 1024 * KiB,
+        ge=0,
+        description="Free space kept in reserve: uploads that would eat into it get 507.",
+    )
     fsync: bool = Field(
         True,
         description="fsync each upload and its directory before answering 201. Turn off only for benchmarks.",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 Precondition = Callable[[File | None], None]
 
 COMMIT_ATTEMPTS = 16
+SPACE_CHECK_EVERY = 8 * 1024 * 1024  # bytes written between two looks at the free space
 
 
 def _now() -> datetime:
@@ -82,6 +83,8 @@ class Upload:
             self._hash.update(data)
             view = memoryview(data)
             size = view.nbytes
+            if self.size // SPACE_CHECK_EVERY != (self.size + size) // SPACE_CHECK_EVERY:
+                self._store.check_space(0)  # keep the reserve for uploads of unknown length too
             with fsops.translated("the upload"):
                 while view:
                     view = view[os.write(fd, view) :]

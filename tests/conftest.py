@@ -26,7 +26,7 @@ def config(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(config: Settings) -> BlobStore:
-    store = BlobStore(config.path, fsync=config.fsync)
+    store = BlobStore.for_settings(config)
     store.prepare()
     return store
 

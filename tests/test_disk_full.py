@@ -33,7 +33,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def config(small_disk: Path) -> Settings:
-    return Settings(path=small_disk / "data", stall_timeout=2.0)
+    return Settings(path=small_disk / "data", stall_timeout=2.0, min_free_bytes=0)
 
 
 def temp_files(store: BlobStore) -> list[str]:
@@ -84,3 +84,15 @@ async def test_disk_filling_mid_upload_leaves_nothing_and_space_comes_back(
     response = await api.request("POST", "/api/v1/files/photos/big.bin", body_producer=produce)
     assert response.code == 201  # no restart needed
     assert temp_files(store) == []
+
+
+async def test_the_free_space_reserve_refuses_uploads_before_the_disk_is_full(
+    api: Api, store: BlobStore, config: Settings
+) -> None:
+    store.create_bucket("photos", public=False, description=None)
+    store.reserve = store.free_bytes() - 1 * MiB  # leave room for one more MiB, then refuse
+    assert (await api.upload("photos", "fits.bin", b"x" * (512 * 1024))).code == 201
+    refused = await api.upload("photos", "too-much.bin", b"x" * (900 * 1024), expect_100_continue=True)
+    assert (refused.code, body_json(refused)["code"]) == (507, "insufficient_storage")
+    assert store.free_bytes() > 0  # refused with the disk not full
+    assert (await api.request("GET", "/api/v1/files/photos/fits.bin")).code == 200
