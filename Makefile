@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install torture
+.PHONY: run test lint install torture system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint
+# Tools some tests drive (systemd-analyze, strace): installed from Debian's packages when missing.
+system-deps:
+	@command -v systemd-analyze >/dev/null && command -v strace >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd strace)
+
+test: lint system-deps
 	$(BIN)/pytest
 
 # The fault tests at full strength (200 kill -9 trials, 1,000 overwrites, ...); prints the figures.

@@ -23,6 +23,7 @@ from tornado.process import fork_processes
 
 from storage_server.blobfs import BlobStore
 from storage_server.errors import StorageError
+from storage_server.notify import notify
 from storage_server.settings import Settings
 
 log = logging.getLogger("storage_server")
@@ -45,6 +46,7 @@ def children(parent: int | None = None) -> list[int]:
 
 def forward(signum: int, _frame: FrameType | None) -> None:
     """In the supervisor: pass the stop signal on; each worker drains and exits with 0."""
+    notify("STOPPING=1")
     for pid in children():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)

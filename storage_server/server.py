@@ -14,6 +14,7 @@ from tornado.web import Application
 from . import telemetry
 from .blobfs import BlobStore
 from .handlers import make_app
+from .notify import notify
 from .settings import Settings
 
 log = logging.getLogger("storage_server")
@@ -53,6 +54,7 @@ async def serve(config: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
         upkeep = asyncio.create_task(_upkeep(store))
         log.info("worker listening on %s:%d", config.host, config.port)
+        notify(f"READY=1\nSTATUS=listening on {config.host}:{config.port}")
         await stop.wait()
 
         server.stop()  # no new connections; requests already in flight go on

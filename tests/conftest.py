@@ -87,8 +87,8 @@ def start(tmp_path: Path) -> Iterator[type[Service]]:
     started: list[Service] = []
 
     class Started(Service):
-        def __init__(self, *args: str) -> None:
-            super().__init__(tmp_path / "data", *args)
+        def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+            super().__init__(tmp_path / "data", *args, env=env)
             started.append(self)
 
     yield Started

@@ -33,7 +33,7 @@ def memory_kib(pid: int, field: str) -> int:
 class Service:
     """run.py in its own process group on a free port, stopped (group and all) afterwards."""
 
-    def __init__(self, data: Path, *args: str) -> None:
+    def __init__(self, data: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.data = data
         self.log = data.parent / f"service-{self.port}.log"
@@ -44,6 +44,7 @@ class Service:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
 
     def wait_ready(self, workers: int, timeout: float = 20) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 from storage_server import blobfs
-from tests.service import MiB, Service, children, memory_kib
+from tests.service import ROOT, MiB, Service, children, memory_kib
 
 
 def test_two_workers_share_the_port_and_a_dead_worker_is_replaced(start: type[Service]) -> None:
@@ -142,3 +145,43 @@ def test_200_mib_up_and_down_keep_worker_memory_flat(start: type[Service]) -> No
     growth_mib = (memory_kib(worker, "VmHWM") - baseline) / 1024
     print(f"worker peak RSS growth over 200 MiB up and down: {growth_mib:.1f} MiB")
     assert growth_mib < 50
+
+
+def test_systemd_hears_ready_after_listening_and_stopping_on_sigterm(
+    start: type[Service], tmp_path: Path
+) -> None:
+    address = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(address))
+        systemd.settimeout(20)
+        service = start("--workers", "2", env={"NOTIFY_SOCKET": str(address)})
+        ready = systemd.recv(4096).decode()
+        assert ready.startswith("READY=1")
+        assert service.request("GET", "/health")[0] == 200  # READY came once the worker listened
+        os.kill(service.proc.pid, signal.SIGTERM)
+        messages = []
+        while "STOPPING=1" not in messages:
+            messages.append(systemd.recv(4096).decode())
+        assert service.proc.wait(20) == 0
+
+
+def test_the_unit_file_verifies_and_is_hardened(tmp_path: Path) -> None:
+    unit = (ROOT / "systemd" / "storage-server.service").read_text()
+    assert "Type=notify" in unit
+    assert "Restart=on-failure" in unit
+    installed = tmp_path / "storage-server.service"  # as installed from this checkout
+    installed.write_text(
+        unit.replace("/opt/storage-server/.venv/bin/python", sys.executable).replace(
+            "/opt/storage-server", str(ROOT)
+        )
+    )
+    verify = subprocess.run(["systemd-analyze", "verify", str(installed)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--threshold=20", str(installed)],
+        capture_output=True,
+        text=True,
+    )
+    exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))  # type: ignore[union-attr]
+    print(f"systemd-analyze security exposure: {exposure}")
+    assert exposure <= 2.0, security.stdout[-3000:]
