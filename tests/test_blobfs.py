@@ -42,6 +42,28 @@ HOSTILE_KEYS = [
     "a/" + "é" * 128,  # 256 bytes in one segment
     "/".join(["abcdefghi"] * 103),  # 1029 bytes
     "\udcff",  # a lone surrogate cannot be UTF-8
+    "./x",
+    "x/.",
+    "x/..",
+    "../../etc/passwd",
+    "//x",
+    "x//",
+    "x/",
+    "\\x",
+    "C:\\x",
+    "..\\..\\x",
+    "a\\b",
+    "\x01",
+    "x\x1f",
+    "\x9b",
+    "a/\t/b",
+    "\u3000",  # an ideographic space: a blank segment
+    "\u00a0/x",  # a no-break space: a blank segment
+    "x/\u2028",
+    "///",
+    "/".join(["k" * 200] * 5) + "k" * 21,  # 1025 bytes
+    "a/" + "x" * 255 + "y",  # a 256-byte segment deeper down
+    "x\ud800y",
 ]
 HOSTILE_BUCKETS = [
     "",
@@ -58,6 +80,17 @@ HOSTILE_BUCKETS = [
     "a/b",
     "é" * 3,
     "abc ",
+    " abc",
+    "UPPER",
+    "a b c",
+    "abc/",
+    "/abc",
+    "ab\x00c",
+    "127.0.0.1",
+    "--",
+    "a" * 2,
+    "abc\t",
+    "\uff41\uff42\uff43",  # full-width look-alikes of "abc"
 ]
 
 

@@ -110,6 +110,23 @@ async def test_health_is_503_when_the_storage_path_is_gone(api: Api, store: Blob
         assert str(store.root) not in response.body.decode()
 
 
+# Paths that only exist encoded: overlong UTF-8 dots and slashes, encoded backslashes, NUL.
+URL_LEVEL = [
+    "%c0%ae%c0%ae/abcd/x",
+    "%c0%af..%c0%afabcd%c0%afx",
+    "%e0%80%ae%e0%80%ae/x",
+    "..%5cabcd%5cx",
+    "%5c..%5cabcd",
+    "%2e%2e%5c%2e%2e%5ccanary.txt",
+    "x%00.txt",
+    "%00",
+    "%2f%2fabcd%2fx",
+    "%2e%2e%2f%2e%2e%2fcanary.txt",
+    "%252e%252e%252fabcd%252fx",
+    "%ff%fe",
+]
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -141,6 +158,13 @@ async def test_hostile_keys_and_bucket_names_touch_no_canary(
     before = snapshot(tmp_path)
 
     statuses: list[int] = []
+    for raw in URL_LEVEL:  # already encoded as sent on the wire
+        for method in ("PUT", "GET", "DELETE"):
+            response = await api.request(
+                method, f"/api/v1/files/abc/{raw}", b"overwritten" if method == "PUT" else None
+            )
+            statuses.append(response.code)
+            assert response.code < 500, (method, raw, response.body)
     for key in [*HOSTILE_KEYS, "../abcd/x", "../canary.txt", "../../canary.txt"]:
         for encoded in encodings(key):
             for method in ("PUT", "GET", "DELETE"):
