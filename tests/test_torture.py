@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import struct
@@ -308,3 +309,64 @@ def test_sigterm_with_uploads_in_flight_acknowledges_or_leaves_nothing(start: ty
             assert f"u{n}.bin" not in stored
     assert temp_files(svc.data) == []
     print(f"graceful stop: {sum(s == 201 for s in results.values())}/20 acknowledged, the rest left nothing")
+
+
+def test_slow_and_idle_clients_do_not_starve_the_service(start: type[Service], tmp_path: Path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    svc = start("--workers", "1", "--access-log", "off", "--idle-timeout", "3", "--stall-timeout", "2")
+    svc.wait_ready(workers=1)
+    svc.request("POST", "/api/v1/buckets", b'{"name": "photos"}')
+    assert put(svc, "small.bin", b"s" * 4096) == 201
+    idle = [socket.create_connection(("127.0.0.1", svc.port)) for _ in range(scaled(1000, 300))]
+    opened = time.monotonic()
+
+    results: dict[str, int] = {}
+
+    def trickle(name: str, pause: float, count: int) -> None:
+        """Send a 10-byte body one byte at a time, `pause` seconds apart."""
+        with socket.create_connection(("127.0.0.1", svc.port)) as sock:
+            sock.sendall(upload_head(name, 10))
+            for _ in range(count):
+                time.sleep(pause)
+                sock.sendall(b"x")
+            sock.settimeout(10)
+            answer = sock.recv(100)
+            results[name] = int(answer.split()[1]) if answer else 0
+
+    steady = [threading.Thread(target=trickle, args=(f"steady{n}.bin", 0.5, 10)) for n in range(3)]
+    stalled = threading.Thread(target=trickle, args=("stalled.bin", 5.0, 1))  # 5 s of silence
+    for t in [*steady, stalled]:
+        t.start()
+
+    latencies = []
+    conn = svc.connection()
+    for _ in range(200):
+        began = time.perf_counter()
+        conn.request("GET", "/api/v1/files/photos/small.bin")
+        conn.getresponse().read()
+        latencies.append(time.perf_counter() - began)
+    conn.close()
+    p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
+
+    for t in [*steady, stalled]:
+        t.join()
+    assert {results[f"steady{n}.bin"] for n in range(3)} == {201}  # slow but steady: never cut off
+    assert results["stalled.bin"] == 0  # dropped without an answer after 2 s of silence
+    assert svc.request("GET", "/api/v1/files/photos/stalled.bin")[0] == 404
+    assert temp_files(svc.data) == []
+
+    # the idle connections were closed by the server after the idle timeout
+    remaining = max(0.0, 3.5 - (time.monotonic() - opened))
+    time.sleep(remaining)
+    closed = 0
+    for sock in idle:
+        sock.settimeout(2)
+        try:
+            closed += sock.recv(1) == b""
+        except OSError:
+            closed += 1
+        sock.close()
+    assert closed == len(idle)
+    print(f"slow clients: {len(idle)} idle connections, GET p99 {p99 * 1000:.1f} ms, all idle closed")
+    assert p99 < (0.25 if FULL else 2.0)  # the latency figure is checked by `make torture` only
