@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install torture system-deps
+.PHONY: run test lint install torture system-deps bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ test: lint system-deps
 # The fault tests at full strength (200 kill -9 trials, 1,000 overwrites, ...); prints the figures.
 torture: install
 	TORTURE=full $(BIN)/pytest -s -q tests/test_torture.py
+
+# storage_server against nginx, side by side (README "Performance"); raw results in bench-results.json.
+bench: install
+	$(BIN)/python benchmarks/bench.py --json bench-results.json

@@ -265,8 +265,9 @@ class BlobStore:
             os.close(bucket_fd)
             raise
 
-    def open_file(self, bucket: str, key: str) -> BlobReader:
-        """Open a stored file; raise InvalidKey, InvalidName, BucketNotFound or FileNotFound."""
+    def open_file(self, bucket: str, key: str, read_ahead: int = 0) -> BlobReader:
+        """Open a stored file (reading its first `read_ahead` bytes at once); raise InvalidKey,
+        InvalidName, BucketNotFound or FileNotFound."""
         parts = validate_key(key)
         with self._root() as root_fd:
             bucket_fd = self._open_bucket(root_fd, bucket)
@@ -286,7 +287,10 @@ class BlobStore:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise FileNotFound(bucket, key)
-            return BlobReader(fd, fsops.file_record(fd, info, bucket, "/".join(parts)))
+            reader = BlobReader(fd, fsops.file_record(fd, info, bucket, "/".join(parts)))
+            if read_ahead:
+                reader.read_ahead(read_ahead)
+            return reader
         except BaseException:
             os.close(fd)
             raise

@@ -20,7 +20,7 @@ from .settings import Settings
 log = logging.getLogger("storage_server")
 
 JSON_BODY_LIMIT = 1024 * 1024  # bucket bodies; file uploads lift it per request
-BODY_CHUNK = 256 * 1024  # bytes read from the socket per data_received call
+BODY_CHUNK = 1024 * 1024  # most bytes read from the socket per data_received call
 SWEEP_EVERY = 60.0
 
 

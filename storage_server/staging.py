@@ -40,14 +40,27 @@ class BlobReader:
         self._fd = fd
         self.offset = 0
         self.record = record
+        self._head = b""  # the file's first bytes, read ahead with the open
 
     def fileno(self) -> int:
         return self._fd
 
+    def read_ahead(self, size: int) -> None:
+        """Read the file's first `size` bytes now (in the thread that opened it)."""
+        self._head = os.pread(self._fd, size, 0)
+
     def read(self, size: int) -> bytes:
-        data = os.pread(self._fd, size, self.offset)
+        """The next `size` bytes at most; fewer only at the end of the file."""
+        if self.offset < len(self._head):
+            data = self._head[self.offset : self.offset + size]
+        else:
+            data = os.pread(self._fd, size, self.offset)
         self.offset += len(data)
         return data
+
+    def buffered(self) -> bool:
+        """Whether the next read is served from what was read ahead (no need for a thread)."""
+        return self.offset < len(self._head)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1

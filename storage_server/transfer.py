@@ -33,6 +33,7 @@ from .uploads import (
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
 DRAIN_LIMIT = 1 << 20  # bytes of body read before an early error is answered
+READ_AHEAD = 1 << 20  # bytes read from disk per trip to a thread while downloading
 CONDITIONAL = {
     "If-Match": "412 unless the current file has one of these ETags (`*`: any file)",
     "If-None-Match": "uploads: `*` means create only, 412 if the file exists; reads: 304 on a match",
@@ -206,6 +207,17 @@ class FileHandler(BaseHandler):
         upload, body = self.upload, self.body
         assert upload is not None
         assert body is not None
+        # The body is complete: from here this method owns the upload, and a client that goes
+        # away no longer aborts it (it is committed, or discarded on an error, regardless).
+        self.upload = self.body = None
+        try:
+            record = await self._commit(upload, body, key)
+        except BaseException:
+            IOLoop.current().run_in_executor(None, upload.abort)
+            raise
+        self.send_json(UploadResult(file=record), 201)
+
+    async def _commit(self, upload: Upload, body: RawBody | MultipartBody, key: str) -> File:
         part = await self.call(body.finish)
         with client_errors():
             if self.checks is not None:
@@ -217,9 +229,7 @@ class FileHandler(BaseHandler):
                 else self.request.headers.get("Content-Type")
             )
             content_type = resolve_content_type(check_content_type(declared), name)
-        record = await self.call(upload.commit, content_type, name, self.precondition)
-        self.upload = None
-        self.send_json(UploadResult(file=record), 201)
+        return await self.call(upload.commit, content_type, name, self.precondition)
 
     put = post
 
@@ -230,7 +240,9 @@ class FileHandler(BaseHandler):
         await self._send(bucket, key, with_body=False)
 
     async def _send(self, bucket: str, key: str, *, with_body: bool) -> None:
-        reader: BlobReader = await self.call(self.store.open_file, bucket, key)
+        # A GET reads its first chunk along with the open: a small file costs one thread hop.
+        ahead = self.config.chunk_size if with_body and "Range" not in self.request.headers else 0
+        reader: BlobReader = await self.call(self.store.open_file, bucket, key, ahead)
         try:
             record = reader.record
             self.set_header("ETag", record.etag)
@@ -273,18 +285,26 @@ class FileHandler(BaseHandler):
             reader.close()
 
     async def _stream(self, reader: BlobReader, length: int) -> None:
-        loop = IOLoop.current()
+        """Send `length` bytes from the reader's offset: READ_AHEAD bytes per trip to a thread,
+        written and flushed chunk_size at a time."""
+        loop, chunk_size = IOLoop.current(), self.config.chunk_size
         try:
             while length > 0:
-                chunk = await loop.run_in_executor(None, reader.read, min(self.config.chunk_size, length))
-                if not chunk:
+                if reader.buffered():
+                    block = reader.read(min(chunk_size, length))
+                else:
+                    block = await loop.run_in_executor(
+                        None, reader.read, min(max(READ_AHEAD, chunk_size), length)
+                    )
+                if not block:
                     raise OSError("the file ended early")  # cannot happen: files are never written in place
-                length -= len(chunk)
-                self.write(chunk)
-                await self.flush()
-                # flush() is already done when the socket took the chunk: yield, or one fast
-                # download starves every other request on this worker.
-                await asyncio.sleep(0)
+                length -= len(block)
+                for start in range(0, len(block), chunk_size):
+                    self.write(block[start : start + chunk_size])
+                    await self.flush()
+                    # flush() is already done when the socket took the chunk: yield, or one fast
+                    # download starves every other request on this worker.
+                    await asyncio.sleep(0)
         except StreamClosedError:
             pass  # the client went away
 

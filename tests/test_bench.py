@@ -1,0 +1,35 @@
+"""The benchmark keeps working: its smoke run (a few MiB, one round, nginx and wrk installed from
+Debian's packages when missing) completes and reports every figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.service import ROOT
+
+
+def test_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| 1 GiB download MB/s" in result.stdout
+    results = json.loads(out.read_text())
+    ours, nginx = results["storage_server"], results["nginx"]
+    for figures in (ours, nginx):
+        assert figures["download_mbps"]["median"] > 0
+        assert figures["upload_raw_mbps"]["median"] > 0
+        assert figures["get_4k"]["rps"] > 0
+        assert figures["put_4k"]["rps"] > 0
+        assert figures["get_4k"]["non_2xx"] == 0
+        assert figures["put_4k"]["non_2xx"] == 0
+    assert ours["upload_multipart_mbps"]["median"] > 0
+    assert ours["memory"]["rss_growth_upload_mib"] < 64
+    assert ours["upload_raw_mbps_no_fsync"] > 0
