@@ -204,15 +204,15 @@ class BlobStore:
         """Every bucket, sorted by name."""
         buckets = []
         with self._root() as root_fd:
-            for name in sorted(n for n in os.listdir(root_fd) if is_bucket_name(n)):
-                with contextlib.suppress(BucketNotFound):
-                    buckets.append(self._get_bucket(root_fd, name))
+            names = sorted(n for n in os.listdir(root_fd) if is_bucket_name(n))
+        for name in names:
+            with contextlib.suppress(BucketNotFound):
+                buckets.append(self._get_bucket(name))
         return buckets
 
     def get_bucket(self, name: str) -> Bucket:
         """The bucket's record; raise InvalidName or BucketNotFound."""
-        with self._root() as root_fd:
-            return self._get_bucket(root_fd, name)
+        return self._get_bucket(name)
 
     def update_bucket(self, name: str, changes: dict[str, Any]) -> Bucket:
         """Apply `changes` (public, description) and return the bucket; raise BucketNotFound."""
@@ -253,8 +253,7 @@ class BlobStore:
         """
         parts = validate_key(key)
         self.check_space(size or 0)
-        with self._root() as root_fd:
-            bucket_fd = self._open_bucket(root_fd, bucket)
+        bucket_fd = self._open_bucket(bucket)
         try:
             current = self._check_way(bucket_fd, parts)
             if precondition is not None:
@@ -269,8 +268,7 @@ class BlobStore:
         """Open a stored file (reading its first `read_ahead` bytes at once); raise InvalidKey,
         InvalidName, BucketNotFound or FileNotFound."""
         parts = validate_key(key)
-        with self._root() as root_fd:
-            bucket_fd = self._open_bucket(root_fd, bucket)
+        bucket_fd = self._open_bucket(bucket)
         try:
             parent = fsops.open_parent(bucket_fd, parts, create=False, fsync=self.fsync)
             try:
@@ -423,8 +421,7 @@ class BlobStore:
         common: list[str] = []
         last = None
         more = False
-        with self._root() as root_fd:
-            bucket_fd = self._open_bucket(root_fd, bucket)
+        bucket_fd = self._open_bucket(bucket)
         try:
             folders, partial = validate_prefix(prefix)
             chain = fsops.open_chain(bucket_fd, folders)
@@ -477,18 +474,23 @@ class BlobStore:
         fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live for sweep()
         return fd
 
-    @staticmethod
-    def _open_bucket(root_fd: int, name: str) -> int:
-        validate_bucket_name(name)
-        try:
-            return os.open(name, fsops.DIR, dir_fd=root_fd)
-        except OSError as exc:
-            if exc.errno in fsops.ABSENT:
-                raise BucketNotFound(name) from None
-            raise
+    def _bucket_path(self, name: str) -> str:
+        return f"{self.root}/{validate_bucket_name(name)}"
 
-    def _get_bucket(self, root_fd: int, name: str) -> Bucket:
-        fd = self._open_bucket(root_fd, name)
+    def _open_bucket(self, name: str) -> int:
+        """Open the bucket's folder by its path (one syscall; the bucket itself is never a
+        followed symlink); raise InvalidName, BucketNotFound, or Unavailable without a root."""
+        try:
+            return os.open(self._bucket_path(name), fsops.DIR)
+        except OSError as exc:
+            if exc.errno not in fsops.ABSENT:
+                raise
+            if not os.path.isdir(self.root):
+                raise Unavailable("the storage path is unavailable") from exc
+            raise BucketNotFound(name) from None
+
+    def _get_bucket(self, name: str) -> Bucket:
+        fd = self._open_bucket(name)
         try:
             return fsops.read_bucket(fd, name)
         finally:
@@ -497,8 +499,7 @@ class BlobStore:
     @contextlib.contextmanager
     def _locked_bucket(self, name: str, *, exclusive: bool) -> Iterator[int]:
         """Open and flock the bucket folder, checking it is still the one under its name."""
-        with self._root() as root_fd:
-            fd = self._open_bucket(root_fd, name)
+        fd = self._open_bucket(name)
         try:
             with self._locking(fd, name, exclusive=exclusive):
                 yield fd
@@ -514,11 +515,10 @@ class BlobStore:
         """
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
-            with self._root() as root_fd:
-                try:
-                    now = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    raise BucketNotFound(name) from None
+            try:
+                now = os.stat(self._bucket_path(name), follow_symlinks=False)
+            except FileNotFoundError:
+                raise BucketNotFound(name) from None
             info = os.fstat(fd)
             if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
                 raise BucketNotFound(name)
