@@ -121,6 +121,8 @@ class FileHandler(BaseHandler):
             # A small body is read (and dropped) first: closing a connection with unread data
             # resets it, and the client could lose the answer.
             self.early_error = error
+        self.last_data = IOLoop.current().time()
+        self._watch_stall()
 
     async def _begin(self, length: int | None) -> None:
         """Check the upload's headers, start it in the store and pick its body decoder."""
@@ -137,8 +139,6 @@ class FileHandler(BaseHandler):
         self.upload = await self.call(self.store.begin_upload, bucket, key, length, self.precondition)
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length, self.checks)
-        self.last_data = IOLoop.current().time()
-        self._watch_stall()
 
     @property
     def precondition(self) -> Precondition | None:
@@ -162,8 +162,9 @@ class FileHandler(BaseHandler):
         self.connection.close()
 
     async def data_received(self, chunk: bytes) -> None:
+        self.last_data = IOLoop.current().time()
         if self.body is None or self._finished:
-            return
+            return  # not an upload, or one already answered: the bytes are dropped
         self.bytes_in += len(chunk)
         limit = self.config.max_upload_size
         try:
