@@ -142,7 +142,7 @@ class BlobStore:
         """Recompute the bucket's file and byte counters by walking it."""
         with self._locked_bucket(name, exclusive=False) as fd, self._mutating(name):
             found = list(listing.sizes(fd))
-            os.setxattr(fd, fsops.STATS_XATTR, f"{len(found)} {sum(found)}".encode())
+            fsops.set_stats(fd, len(found), sum(found))
             return fsops.read_bucket(fd, name)
 
     def is_writable(self) -> bool:

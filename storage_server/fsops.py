@@ -250,8 +250,9 @@ def stats(bucket_fd: int) -> tuple[int, int]:
 def count(bucket_fd: int, files: int, size: int) -> None:
     """Add to the bucket's file and byte counters; only with its mutation lock held."""
     old_files, old_size = stats(bucket_fd)
-    os.setxattr(bucket_fd, STATS_XATTR, f"{max(old_files + files, 0)} {max(old_size + size, 0)}".encode())
+    set_stats(bucket_fd, max(old_files + files, 0), max(old_size + size, 0))
 
 
 def set_stats(bucket_fd: int, files: int, size: int) -> None:
+    """Replace the bucket's counters; only with its mutation lock held."""
     os.setxattr(bucket_fd, STATS_XATTR, f"{files} {size}".encode())
