@@ -45,11 +45,22 @@ def children(parent: int | None = None) -> list[int]:
 
 
 def forward(signum: int, _frame: FrameType | None) -> None:
-    """In the supervisor: pass the stop signal on; each worker drains and exits with 0."""
+    """In the supervisor: pass the stop signal on, wait for every worker to drain, and exit.
+
+    Waiting here, not in fork_processes, matters: it would replace a worker that a signal ends
+    during the drain, and start serving again while the service stops.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     notify("STOPPING=1")
-    for pid in children():
+    workers = children()
+    for pid in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+    for pid in workers:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:

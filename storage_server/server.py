@@ -56,6 +56,9 @@ async def serve(config: Settings) -> None:
         log.info("worker listening on %s:%d", config.host, config.port)
         notify(f"READY=1\nSTATUS=listening on {config.host}:{config.port}")
         await stop.wait()
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the drain short
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
 
         server.stop()  # no new connections; requests already in flight go on
         upkeep.cancel()

@@ -185,3 +185,18 @@ def test_the_unit_file_verifies_and_is_hardened(tmp_path: Path) -> None:
     exposure = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", security.stdout).group(1))  # type: ignore[union-attr]
     print(f"systemd-analyze security exposure: {exposure}")
     assert exposure <= 2.0, security.stdout[-3000:]
+
+
+def test_sigterm_to_the_whole_group_stops_cleanly_without_restarts(start: type[Service]) -> None:
+    # What `pkill` or systemd's default KillMode does: every process gets SIGTERM, the workers
+    # once from the signal and once more from the supervisor.
+    service = start("--workers", "2")
+    service.wait_ready(workers=2)
+    os.killpg(service.proc.pid, signal.SIGTERM)
+    assert service.proc.wait(20) == 0
+    time.sleep(0.2)
+    assert children(service.proc.pid) == []
+    output = service.output()
+    assert "restarting" not in output
+    assert "worker listening" in output
+    assert output.count("worker listening") == 2
