@@ -33,6 +33,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _first_stored(bucket_fd: int, parts: tuple[str, ...]) -> datetime | None:
+    """When the file now at the key was first stored, if one is there: an overwrite keeps it."""
+    try:
+        parent = fsops.open_parent(bucket_fd, parts, create=False)
+    except OSError:
+        return None
+    try:
+        record = fsops.current(parent, parts[-1]).record
+    except OSError:
+        return None
+    finally:
+        os.close(parent)
+    return record.created_at if record is not None else None
+
+
 class BlobReader:
     """An open stored file: `record` describes it, `read` returns its next bytes."""
 
@@ -157,9 +172,11 @@ class Upload:
             size=self.size,
             content_type=content_type,
             sha256=self._copied_sha256 or self._hash.hexdigest(),
-            created_at=now,
+            created_at=_first_stored(bucket_fd, self._parts) or now,
             updated_at=now,
         )
+        # Metadata and bytes are made durable once, here, outside every lock; _place writes them
+        # again only if a racing writer changed the key's creation date meanwhile.
         with fsops.translated("the upload"):
             os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
             if store.fsync:
@@ -197,8 +214,9 @@ class Upload:
             raise Conflict("a folder stands where the key needs a file")
         if precondition is not None:
             precondition(current.record)
-        if current.record is not None and current.record.created_at != record.created_at:
-            record = record.model_copy(update={"created_at": current.record.created_at})
+        created = current.record.created_at if current.record is not None else record.updated_at
+        if record.created_at != created:
+            record = record.model_copy(update={"created_at": created})
             os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
             if store.fsync:
                 os.fsync(fd)
