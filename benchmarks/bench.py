@@ -493,30 +493,13 @@ def table(results: dict[str, Any]) -> str:
     )
     add("RSS growth MiB/worker, slow download", mem["rss_growth_download_mib"], None, "< 64 MiB",
         mem["rss_growth_download_mib"] < 64)  # fmt: skip
-    add(
-        "CPU s per GiB up", s["cpu_s_per_gib_up"]["median"], n["cpu_s_per_gib_up"]["median"], "(report)", True
-    )
-    add(
-        "CPU s per GiB down",
-        s["cpu_s_per_gib_down"]["median"],
-        n["cpu_s_per_gib_down"]["median"],
-        "(report)",
-        True,
-    )
-    add(
-        "CPU ms per 4 KiB GET",
-        s["get_4k"]["cpu_ms_per_request"],
-        n["get_4k"]["cpu_ms_per_request"],
-        "(report)",
-        True,
-    )
-    add(
-        "CPU ms per 4 KiB upload",
-        s["put_4k"]["cpu_ms_per_request"],
-        n["put_4k"]["cpu_ms_per_request"],
-        "(report)",
-        True,
-    )
+    for label, key, field in (
+        ("CPU s per GiB up", "cpu_s_per_gib_up", "median"),
+        ("CPU s per GiB down", "cpu_s_per_gib_down", "median"),
+        ("CPU ms per 4 KiB GET", "get_4k", "cpu_ms_per_request"),
+        ("CPU ms per 4 KiB upload", "put_4k", "cpu_ms_per_request"),
+    ):
+        add(label, s[key][field], n[key][field], "(report)", True)
     widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = [
         "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows
