@@ -21,10 +21,10 @@ from pydantic_settings import CliApp
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from storage_server.blobfs import BlobStore
 from storage_server.errors import StorageError
 from storage_server.notify import notify
 from storage_server.settings import Settings
+from storage_server.store import open_store
 
 log = logging.getLogger("storage_server")
 MAX_RESTARTS = 1000
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         level=config.log_level,
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
-    store = BlobStore.for_settings(config)
+    store = open_store(config)
     try:
         store.prepare()
         store.sweep(grace=0)  # no worker runs yet, so every temp file is a crash's leftover
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    log.info("serving %s on %s:%d", store.root, config.host, config.port)
+    log.info("serving %s on %s:%d", store, config.host, config.port)
     # Returns only in a worker; a worker that dies is replaced at once, up to MAX_RESTARTS times
     # over the supervisor's life (Tornado's default, 100, is too few for a long-lived service;
     # past it the supervisor exits and systemd restarts the whole service).

@@ -14,10 +14,10 @@ from tornado.ioloop import IOLoop
 from tornado.web import HTTPError, RequestHandler
 
 from . import errors, telemetry
-from .blobfs import BlobStore
 from .digests import MalformedDigest
 from .models import ErrorBody
 from .settings import Settings
+from .store import Store
 from .uploads import BadUpload
 
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class Op:
 class BaseHandler(RequestHandler):
     ops: ClassVar[dict[str, Op]] = {}
 
-    def initialize(self, store: BlobStore, config: Settings, route: str) -> None:
+    def initialize(self, store: Store, config: Settings, route: str) -> None:
         self.store = store
         self.config = config
         self.route = route

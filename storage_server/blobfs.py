@@ -30,7 +30,8 @@ from .errors import BucketNotFound, Conflict, FileNotFound, InsufficientStorage,
 from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
 from .models import Bucket, File, Listing
 from .settings import Settings
-from .staging import COMMIT_ATTEMPTS, BlobReader, Precondition, Upload
+from .staging import COMMIT_ATTEMPTS, BlobReader, Upload
+from .store import Precondition
 
 __all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Precondition", "Upload"]
 
@@ -48,6 +49,9 @@ class BlobStore:
     @classmethod
     def for_settings(cls, config: Settings) -> BlobStore:
         return cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
+
+    def __repr__(self) -> str:
+        return f"files under {self.root}"
 
     def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
         self.root = Path(os.path.abspath(root))
@@ -435,14 +439,15 @@ class BlobStore:
             os.close(bucket_fd)
         try:
             base = "".join(f"{f}/" for f in folders)
-            for entry in listing.walk(chain[-1], base, partial, delimited, after) if chain else ():
+            top = listing.DirFolder(chain[-1]) if chain else None
+            for entry in listing.walk(top, base, partial, delimited, after) if top else ():
                 if len(files) + len(common) == limit:
                     more = True
                     break
                 last = entry.key
                 if entry.folder:
                     common.append(entry.key)
-                elif (record := fsops.record_at(entry.dir_fd, entry.name, bucket, entry.key)) is not None:
+                elif (record := fsops.record_at(entry.parent.fd, entry.name, bucket, entry.key)) is not None:
                     files.append(record)
         finally:
             for fd in chain:

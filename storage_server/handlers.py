@@ -12,7 +12,6 @@ from tornado.web import Application, RequestHandler, StaticFileHandler
 
 from . import __version__, openapi, telemetry
 from .base import ApiError, BaseHandler, Op, api_error
-from .blobfs import BlobStore
 from .conditional import Conditions
 from .models import (
     BatchDelete,
@@ -29,6 +28,7 @@ from .models import (
     UploadResult,
 )
 from .settings import Settings
+from .store import Store
 from .transfer import CONDITIONAL, FileHandler
 
 API = "/api/v1"
@@ -154,7 +154,7 @@ class BatchDeleteHandler(BaseHandler):
         self.send_json(BatchDeleteResult(results=results))
 
 
-def _delete_each(store: BlobStore, bucket: str, paths: list[str]) -> list[DeleteResult]:
+def _delete_each(store: Store, bucket: str, paths: list[str]) -> list[DeleteResult]:
     results = []
     for path in paths:
         try:
@@ -278,7 +278,7 @@ def pattern(template: str) -> str:
     return template.replace("{path}", "(.+)").replace("{bucket}", "([^/]+)") + "$"
 
 
-def make_app(config: Settings, store: BlobStore) -> Application:
+def make_app(config: Settings, store: Store) -> Application:
     """The Tornado application with every route, sharing one store."""
     deps = {"store": store, "config": config}
     routes: list[Any] = [(pattern(t), h, {**deps, "route": t}) for t, h in ROUTES]

@@ -1,5 +1,6 @@
 """Walk a bucket's folders lazily, yielding keys in UTF-8 byte order (S3 ListObjectsV2 order),
-one folder's names in memory at a time."""
+one folder's names in memory at a time. Both stores walk this way: an engine's own flat listing
+is not always in byte order (SeaweedFS lists folders depth-first)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .errors import InvalidKey
 from .keys import validate_key
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Folder(Protocol):
+    """One folder of a bucket, as the walk needs it."""
+
+    def children(self, partial: str) -> list[tuple[bytes, str, bool]]:
+        """(sort key, name, is folder) of the files and subfolders whose names start with
+        `partial`, as `sort_children` orders them."""
+
+    def descend(self, name: str) -> contextlib.AbstractContextManager[Folder | None]:
+        """The subfolder `name` (None if it is gone), for the duration of the `with`."""
 
 
 @dataclass(frozen=True)
@@ -20,37 +33,31 @@ class Entry:
 
     key: str
     folder: bool
-    dir_fd: int  # the open folder holding it; valid only until the walk moves on
+    parent: Any  # the Folder holding it; valid only until the walk moves on
     name: str
 
 
-def _children(dir_fd: int) -> list[tuple[bytes, str, bool]]:
-    """(sort key, name, is folder) of a folder's files and subfolders, sorted so that walking
-    them yields keys in byte order: a folder sorts as its name plus "/". Symlinks, other special
-    files and names that are not valid key segments are left out."""
-    found = []
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            try:
-                validate_key(entry.name)
-                encoded = entry.name.encode("utf-8")
-                if entry.is_dir(follow_symlinks=False):
-                    found.append((encoded + b"/", entry.name, True))
-                elif entry.is_file(follow_symlinks=False):
-                    found.append((encoded, entry.name, False))
-            except (InvalidKey, OSError):
-                continue
-    found.sort()
-    return found
+def sort_children(found: list[tuple[str, bool]]) -> list[tuple[bytes, str, bool]]:
+    """Order a folder's (name, is folder) pairs so that walking them yields keys in byte order:
+    a folder sorts as its name plus "/". Names that are not valid key segments are left out."""
+    ordered = []
+    for name, is_dir in found:
+        try:
+            validate_key(name)
+        except InvalidKey:
+            continue
+        ordered.append((name.encode("utf-8") + (b"/" if is_dir else b""), name, is_dir))
+    ordered.sort()
+    return ordered
 
 
-def walk(dir_fd: int, base: str, partial: str, delimited: bool, after: bytes | None) -> Iterator[Entry]:
-    """Yield the entries below `dir_fd` (whose keys start with `base`) after the key `after`.
+def walk(folder: Folder, base: str, partial: str, delimited: bool, after: bytes | None) -> Iterator[Entry]:
+    """Yield the entries below `folder` (whose keys start with `base`) after the key `after`.
 
     `partial` filters the names of this folder only; with `delimited`, subfolders are yielded
     once as common prefixes instead of being descended into.
     """
-    for sort_key, name, is_dir in _children(dir_fd):
+    for sort_key, name, is_dir in folder.children(partial):
         if not name.startswith(partial):
             continue
         full = base.encode("utf-8") + sort_key
@@ -58,14 +65,41 @@ def walk(dir_fd: int, base: str, partial: str, delimited: bool, after: bytes | N
             # Every key below starts with `full`: skip the subtree if the cursor is past all of it.
             if after is not None and after > full and not after.startswith(full):
                 continue
-            try:
-                child = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-            except OSError:
-                continue  # removed or replaced since the folder was read
-            with contextlib.closing(_Fd(child)):
-                yield from walk(child, f"{base}{name}/", "", False, after)
+            with folder.descend(name) as child:
+                if child is not None:
+                    yield from walk(child, f"{base}{name}/", "", False, after)
         elif after is None or full > after:
-            yield Entry(base + name + ("/" if is_dir else ""), is_dir, dir_fd, name)
+            yield Entry(base + name + ("/" if is_dir else ""), is_dir, folder, name)
+
+
+class DirFolder:
+    """A folder of the filesystem store, open as a descriptor (never through a symlink)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def children(self, partial: str) -> list[tuple[bytes, str, bool]]:
+        found = []
+        with os.scandir(self.fd) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append((entry.name, True))
+                    elif entry.is_file(follow_symlinks=False):
+                        found.append((entry.name, False))
+        return sort_children(found)
+
+    @contextlib.contextmanager
+    def descend(self, name: str) -> Iterator[DirFolder | None]:
+        try:
+            child = os.open(name, DIR_FLAGS, dir_fd=self.fd)
+        except OSError:
+            yield None  # removed or replaced since the folder was read
+            return
+        try:
+            yield DirFolder(child)
+        finally:
+            os.close(child)
 
 
 def sizes(dir_fd: int) -> Iterator[int]:

@@ -12,10 +12,10 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from . import telemetry
-from .blobfs import BlobStore
 from .handlers import make_app
 from .notify import notify
 from .settings import Settings
+from .store import Store, open_store
 
 log = logging.getLogger("storage_server")
 
@@ -24,7 +24,7 @@ BODY_CHUNK = 1024 * 1024  # most bytes read from the socket per data_received ca
 SWEEP_EVERY = 60.0
 
 
-def make_server(config: Settings, store: BlobStore) -> HTTPServer:
+def make_server(config: Settings, store: Store) -> HTTPServer:
     """An HTTPServer for the app, with the connection limits taken from the settings."""
     return HTTPServer(
         make_app(config, store),
@@ -43,7 +43,7 @@ def in_flight(server: HTTPServer) -> int:
 
 async def serve(config: Settings) -> None:
     """Run one worker until SIGTERM or SIGINT, then drain in-flight requests and return."""
-    store = BlobStore.for_settings(config)
+    store = open_store(config)
     store.register_worker()
     try:
         server = make_server(config, store)
@@ -72,7 +72,7 @@ async def serve(config: Settings) -> None:
         store.unregister_worker()
 
 
-async def _upkeep(store: BlobStore) -> None:
+async def _upkeep(store: Store) -> None:
     """Recount buckets after a worker died, and remove the temp files dead workers left."""
     dead = await asyncio.to_thread(store.recover)
     if dead:

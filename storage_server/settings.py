@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KiB = 1024
+MiB = 1024 * KiB
 
 
 class Settings(BaseSettings):
@@ -29,6 +30,11 @@ class Settings(BaseSettings):
     )
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     workers: int = Field(0, ge=0, description="Worker processes to fork; 0 starts one per CPU.")
+    backend: Literal["fs", "s3"] = Field(
+        "fs",
+        description="Where files live: `fs` in the storage path, `s3` in an S3-compatible object store "
+        "(the `s3_*` settings; then the storage path holds only upload spool files).",
+    )
     path: Path = Field(Path("./data"), description="Directory that holds the buckets (created when missing).")
     chunk_size: int = Field(
         64 * KiB,
@@ -63,6 +69,32 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a worker waits for in-flight requests after SIGTERM before it exits.",
     )
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL, e.g. `http://127.0.0.1:8333`; unset means AWS for the region."
+    )
+    s3_region: str = Field("us-east-1", description="S3 region used for signing.")
+    s3_access_key: str | None = Field(
+        None,
+        description="S3 access key; unset means botocore's usual sources (AWS_* variables, profiles, roles).",
+    )
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret key (never logged).")
+    s3_bucket: str = Field(
+        "storage-server", description="The S3 bucket that holds every bucket of the service."
+    )
+    s3_prefix: str = Field(
+        "",
+        pattern=r"^(?:[A-Za-z0-9._-]+/)*$",
+        description="Key prefix (ending in '/') inside the S3 bucket, to share it with other data.",
+    )
+    s3_path_style: bool = Field(
+        True, description="Path-style addressing (`endpoint/bucket/key`), as most self-hosted engines need."
+    )
+    s3_part_size: int = Field(
+        16 * MiB,
+        ge=8 * MiB,
+        le=64 * MiB,
+        description="Bytes per S3 multipart part; smaller uploads go out as one PUT.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging threshold.")
     access_log: Literal["text", "json", "off"] = Field(
         "text", description="One line per request (method, route, status, bytes, duration, worker), or none."
@@ -79,7 +111,7 @@ def markdown_table() -> str:
         default = field.default
         if isinstance(default, Path) and not default.is_absolute():
             default = f"./{default}"
-        default = "unset" if default is None else f"`{default}`"
+        default = "unset" if default is None else f"`{default!r}`" if default == "" else f"`{default}`"
         rows.append(f"| `STORAGE_{name.upper()}` | `{flag}` | {default} | {field.description} |")
     return "\n".join(rows)
 

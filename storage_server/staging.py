@@ -9,7 +9,6 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,13 +16,11 @@ from typing import TYPE_CHECKING
 from . import fsops
 from .errors import Conflict, StorageError
 from .models import File
+from .store import Precondition
 
 if TYPE_CHECKING:
     from .blobfs import BlobStore
 
-# Called with the current record of a key (None when there is none) while the key cannot change;
-# raises PreconditionFailed to stop the write.
-Precondition = Callable[[File | None], None]
 
 COMMIT_ATTEMPTS = 16
 SPACE_CHECK_EVERY = 8 * 1024 * 1024  # bytes written between two looks at the free space
@@ -59,6 +56,9 @@ class BlobReader:
 
     def fileno(self) -> int:
         return self._fd
+
+    def seek(self, offset: int, length: int) -> None:
+        self.offset = offset
 
     def read_ahead(self, size: int) -> None:
         """Read the file's first `size` bytes now (in the thread that opened it)."""

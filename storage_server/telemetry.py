@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from tornado.web import RequestHandler
 
-from .blobfs import BlobStore
+from .store import Store
 
 log = logging.getLogger("storage_server")
 access = logging.getLogger("storage_server.access")
@@ -40,19 +40,22 @@ IN_FLIGHT = Gauge(
 class FreeSpace(Collector):
     """Free bytes on the storage path's filesystem, read at scrape time."""
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        free = GaugeMetricFamily("storage_free_bytes", "Bytes free for uploads on the storage path.")
+        value: float | None
         try:
-            free.add_metric([], float(self.store.free_bytes()))
+            value = self.store.free_bytes()
         except OSError:
-            free.add_metric([], float("nan"))
-        yield free
+            value = float("nan")
+        if value is not None:  # an object store does not say
+            free = GaugeMetricFamily("storage_free_bytes", "Bytes free for uploads on the storage path.")
+            free.add_metric([], float(value))
+            yield free
 
 
-def render(store: BlobStore) -> bytes:
+def render(store: Store) -> bytes:
     """The exposition text of every metric, summed over the workers when there are several."""
     registry = CollectorRegistry()
     if MULTIPROCESS:

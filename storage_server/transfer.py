@@ -15,10 +15,10 @@ from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
 from .base import ApiError, BaseHandler, Op, api_error, client_errors
-from .blobfs import BlobReader, Precondition, Upload
 from .conditional import Conditions, RangeNotSatisfiable, byte_range
 from .digests import Checks
 from .models import File, UploadResult
+from .store import Precondition, Reader, Upload
 from .uploads import (
     MultipartBody,
     RawBody,
@@ -243,7 +243,7 @@ class FileHandler(BaseHandler):
     async def _send(self, bucket: str, key: str, *, with_body: bool) -> None:
         # A GET reads its first chunk along with the open: a small file costs one thread hop.
         ahead = self.config.chunk_size if with_body and "Range" not in self.request.headers else 0
-        reader: BlobReader = await self.call(self.store.open_file, bucket, key, ahead)
+        reader: Reader = await self.call(self.store.open_file, bucket, key, ahead)
         try:
             record = reader.record
             self.set_header("ETag", record.etag)
@@ -280,12 +280,12 @@ class FileHandler(BaseHandler):
                 self.set_header("Content-Range", f"bytes {span[0]}-{span[1]}/{record.size}")
             self.set_header("Content-Length", length)
             if with_body:
-                reader.offset = first
+                reader.seek(first, length)
                 await self._stream(reader, length)
         finally:
             reader.close()
 
-    async def _stream(self, reader: BlobReader, length: int) -> None:
+    async def _stream(self, reader: Reader, length: int) -> None:
         """Send `length` bytes from the reader's offset: READ_AHEAD bytes per trip to a thread,
         written and flushed chunk_size at a time."""
         loop, chunk_size = IOLoop.current(), self.config.chunk_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,26 +14,76 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
-from storage_server.blobfs import BlobStore
 from storage_server.server import make_server
 from storage_server.settings import Settings
+from storage_server.store import Store, open_store
+from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS
 from tests.service import Service
 
+# The API's test modules run once per backend; the rest (and tests marked fs_only, which look at
+# the files on disk) run on the filesystem backend only.
+BOTH_BACKENDS = {
+    "test_buckets_api",
+    "test_files_api",
+    "test_errors",
+    "test_conditional",
+    "test_digests",
+    "test_listing",
+    "test_stats",
+    "test_copy_move",
+    "test_schemathesis",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fs_only: looks at the filesystem backend's files on disk")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS
+        fs_only = metafunc.definition.get_closest_marker("fs_only") is not None
+        metafunc.parametrize("backend", ["fs", "s3"] if both and not fs_only else ["fs"])
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS for the whole run; each test gets its own key prefix in it."""
+    weed = SeaweedFS.single(tmp_path_factory.mktemp("seaweedfs"))
+    yield weed
+    weed.stop()
+
+
+def s3_settings(endpoint: str, **fields: Any) -> dict[str, Any]:
+    """The settings of an S3-backed service on SeaweedFS, under a prefix of its own."""
+    return {
+        "backend": "s3",
+        "s3_endpoint": endpoint,
+        "s3_access_key": ACCESS_KEY,
+        "s3_secret_key": SECRET_KEY,
+        "s3_bucket": "storage-tests",
+        "s3_prefix": f"{uuid.uuid4().hex}/",
+        **fields,
+    }
+
 
 @pytest.fixture
-def config(tmp_path: Path) -> Settings:
-    return Settings(path=tmp_path / "data", stall_timeout=2.0)
+def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+    fields: dict[str, Any] = {}
+    if backend == "s3":
+        fields = s3_settings(request.getfixturevalue("seaweedfs").endpoints[0])
+    return Settings(path=tmp_path / "data", stall_timeout=2.0, **fields)
 
 
 @pytest.fixture
-def store(config: Settings) -> BlobStore:
-    store = BlobStore.for_settings(config)
+def store(config: Settings) -> Store:
+    store = open_store(config)
     store.prepare()
     return store
 
 
 @pytest.fixture
-def http_server(io_loop: IOLoop, config: Settings, store: BlobStore) -> Iterator[HTTPServer]:
+def http_server(io_loop: IOLoop, config: Settings, store: Store) -> Iterator[HTTPServer]:
     """The production server (same limits and timeouts as run.py) on an ephemeral port."""
     server = make_server(config, store)
     sock, _port = bind_unused_port()

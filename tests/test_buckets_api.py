@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from storage_server.blobfs import BlobStore
+from storage_server.store import Store
 from tests.conftest import Api, body_json
+from tests.stored import all_objects
 
 BUCKET_FIELDS = {"name", "public", "description", "created_at", "updated_at", "file_count", "total_size"}
 
@@ -127,14 +128,14 @@ async def test_create_with_an_invalid_name_returns_400(api: Api, name: str) -> N
     assert body_json(await api.request("GET", "/api/v1/buckets")) == []
 
 
-async def test_delete_bucket_removes_every_file(api: Api, store: BlobStore) -> None:
+async def test_delete_bucket_removes_every_file(api: Api, store: Store) -> None:
     await api.create_bucket("photos")
     for key in ("a.txt", "deep/er/b.txt"):
         assert (await api.upload("photos", key, b"x")).code == 201
     response = await api.request("DELETE", "/api/v1/buckets/photos")
     assert response.code == 204
     assert response.body == b""
-    assert not (store.root / "photos").exists()
+    assert all_objects(store) == []
     assert (await api.request("GET", "/api/v1/buckets/photos")).code == 404
     assert (await api.request("GET", "/api/v1/files/photos/a.txt")).code == 404
 

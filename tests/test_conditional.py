@@ -10,7 +10,8 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 import pytest
 
-from storage_server.blobfs import BlobStore
+from storage_server.settings import Settings
+from storage_server.store import Store, open_store
 from tests.conftest import Api, body_json
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
@@ -18,7 +19,7 @@ URL = "/api/v1/files/photos/doc.bin"
 
 
 @pytest.fixture
-def stored(store: BlobStore) -> str:
+def stored(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     upload = store.begin_upload("photos", "doc.bin")
     upload.write(DATA)
@@ -121,11 +122,11 @@ async def test_if_match_and_if_unmodified_since_give_412(api: Api, stored: str) 
 
 
 async def test_etag_is_the_same_for_the_same_bytes_and_survives_a_new_server(
-    api: Api, store: BlobStore, stored: str
+    api: Api, config: Settings, stored: str
 ) -> None:
     again = body_json(await api.upload("photos", "copy.bin", DATA))["file"]["etag"]
     assert again == stored == f'"{hashlib.sha256(DATA).hexdigest()}"'
-    fresh = BlobStore(store.root)  # as another worker, or after a restart, would see it
+    fresh = open_store(config)  # as another worker, or after a restart, would see it
     reader = fresh.open_file("photos", "doc.bin")
     reader.close()
     assert reader.record.etag == stored

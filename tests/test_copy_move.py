@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
-from storage_server.blobfs import BlobStore
+from storage_server.store import Store
 from tests.conftest import Api, body_json
+from tests.stored import contents, stored
 
 
 def transfer(src: tuple[str, str], dst: tuple[str, str]) -> dict[str, Any]:
@@ -16,7 +16,7 @@ def transfer(src: tuple[str, str], dst: tuple[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def buckets(store: BlobStore) -> None:
+def buckets(store: Store) -> None:
     for name in ("photos", "archive"):
         store.create_bucket(name, public=False, description=None)
     up = store.begin_upload("photos", "dir/a.txt")
@@ -26,7 +26,7 @@ def buckets(store: BlobStore) -> None:
 
 @pytest.mark.parametrize("dst", [("photos", "dir/copy.txt"), ("archive", "x/y/a.txt")])
 async def test_copy_keeps_the_source_and_its_metadata(
-    api: Api, store: BlobStore, buckets: None, dst: tuple[str, str]
+    api: Api, store: Store, buckets: None, dst: tuple[str, str]
 ) -> None:
     response = await api.request("POST", "/api/v1/copy", transfer(("photos", "dir/a.txt"), dst))
     assert response.code == 200, response.body
@@ -36,20 +36,19 @@ async def test_copy_keeps_the_source_and_its_metadata(
         "original a.txt",
         "text/plain",
     )
-    assert (store.root / dst[0] / dst[1]).read_bytes() == b"alpha"
-    assert (store.root / "photos" / "dir" / "a.txt").read_bytes() == b"alpha"
+    assert stored(store, *dst) == b"alpha"
+    assert stored(store, "photos", "dir/a.txt") == b"alpha"
     assert (await api.request("GET", f"/api/v1/files/{dst[0]}/{dst[1]}")).headers["ETag"] == record["etag"]
 
 
 @pytest.mark.parametrize("dst", [("photos", "moved.txt"), ("archive", "deep/moved.txt")])
 async def test_move_renames_and_prunes_the_empty_source_folder(
-    api: Api, store: BlobStore, buckets: None, dst: tuple[str, str]
+    api: Api, store: Store, buckets: None, dst: tuple[str, str]
 ) -> None:
-    source_inode = (store.root / "photos" / "dir" / "a.txt").stat().st_ino
     response = await api.request("POST", "/api/v1/move", transfer(("photos", "dir/a.txt"), dst))
     assert response.code == 200, response.body
-    assert (store.root / dst[0] / dst[1]).stat().st_ino == source_inode  # a rename, not a copy
-    assert not (store.root / "photos" / "dir").exists()
+    assert stored(store, *dst) == b"alpha"
+    assert contents(store, "photos") == ([dst[1]] if dst[0] == "photos" else [])
     assert (await api.request("GET", "/api/v1/files/photos/dir/a.txt")).code == 404
     assert (await api.request("GET", f"/api/v1/files/{dst[0]}/{dst[1]}")).body == b"alpha"
 
@@ -83,11 +82,11 @@ async def test_move_replaces_a_destination_unless_create_only(api: Api, buckets:
 )
 @pytest.mark.parametrize("verb", ["copy", "move"])
 async def test_transfer_errors(
-    api: Api, store: BlobStore, buckets: None, verb: str, src: Any, dst: Any, status: int, code: str
+    api: Api, store: Store, buckets: None, verb: str, src: Any, dst: Any, status: int, code: str
 ) -> None:
     response = await api.request("POST", f"/api/v1/{verb}", transfer(src, dst))
     assert (response.code, body_json(response)["code"]) == (status, code)
-    assert (store.root / "photos" / "dir" / "a.txt").read_bytes() == b"alpha"
+    assert stored(store, "photos", "dir/a.txt") == b"alpha"
 
 
 async def test_move_onto_itself_changes_nothing(api: Api, buckets: None) -> None:
@@ -98,7 +97,7 @@ async def test_move_onto_itself_changes_nothing(api: Api, buckets: None) -> None
     assert (await api.request("GET", "/api/v1/files/photos/dir/a.txt")).body == b"alpha"
 
 
-async def test_batch_delete_reports_each_path(api: Api, store: BlobStore, buckets: None) -> None:
+async def test_batch_delete_reports_each_path(api: Api, store: Store, buckets: None) -> None:
     await api.upload("photos", "b.txt", b"b")
     paths = ["dir/a.txt", "b.txt", "never-existed.txt", "../escape", "a//b"]
     response = await api.request("POST", "/api/v1/buckets/photos/delete", {"paths": paths})
@@ -111,7 +110,7 @@ async def test_batch_delete_reports_each_path(api: Api, store: BlobStore, bucket
         ("../escape", 400, "invalid_key"),
         ("a//b", 400, "invalid_key"),
     ]
-    assert os.listdir(store.root / "photos") == []
+    assert contents(store, "photos") == []
 
 
 @pytest.mark.parametrize("body", [{"paths": []}, {"paths": ["x"] * 1001}, {"paths": "x"}, {}])

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from storage_server import blobfs
-from storage_server.blobfs import BlobStore
+from storage_server.store import Store
 from tests.conftest import Api, body_json
+from tests.stored import temp_files
 
 DATA = os.urandom(200_000)
 MULTIPART = {"Content-Type": "multipart/form-data; boundary=XYZ"}
@@ -51,7 +51,7 @@ MALFORMED = {
 
 
 @pytest.fixture
-def photos(store: BlobStore) -> str:
+def photos(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     up = store.begin_upload("photos", "f.bin")
     up.write(b"previous version")
@@ -72,12 +72,12 @@ async def test_a_matching_checksum_stores_the_file(api: Api, photos: str, header
 
 @pytest.mark.parametrize("header", sorted(BAD))
 async def test_a_mismatch_is_400_bad_digest_and_keeps_the_previous_version(
-    api: Api, store: BlobStore, photos: str, header: str
+    api: Api, store: Store, photos: str, header: str
 ) -> None:
     response = await api.upload(photos, "f.bin", DATA, headers={header: BAD[header]})
     assert (response.code, body_json(response)["code"]) == (400, "bad_digest")
     await previous_is_intact(api)
-    assert os.listdir(store.root / blobfs.INTERNAL_DIR / "tmp") == []
+    assert temp_files(store) == []
 
 
 @pytest.mark.parametrize("header", sorted(MALFORMED))

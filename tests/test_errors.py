@@ -11,7 +11,9 @@ import pytest
 
 from storage_server import fsops
 from storage_server.blobfs import BlobStore
+from storage_server.store import Store
 from tests.conftest import Api, body_json
+from tests.stored import all_objects, contents, secrets, stored
 from tests.test_blobfs import HOSTILE_BUCKETS, HOSTILE_KEYS
 
 MULTIPART = {"Content-Type": "multipart/form-data; boundary=B"}
@@ -56,7 +58,7 @@ ERROR_CASES: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
 
 
 @pytest.fixture
-def photos(store: BlobStore) -> str:
+def photos(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     up = store.begin_upload("photos", "taken")
     up.commit("text/plain", "taken")
@@ -77,11 +79,11 @@ def assert_error_shape(response: Any, status: int, code: str, *, secrets: tuple[
 
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status", "code"), ERROR_CASES)
 async def test_every_route_answers_errors_in_one_json_shape(
-    api: Api, store: BlobStore, photos: str, method: str, path: str, body: bytes | None,
+    api: Api, store: Store, photos: str, method: str, path: str, body: bytes | None,
     headers: dict[str, str], status: int, code: str,
 ) -> None:  # fmt: skip
     response = await api.request(method, path, body, headers=headers)
-    assert_error_shape(response, status, code, secrets=(str(store.root),))
+    assert_error_shape(response, status, code, secrets=secrets(store))
 
 
 async def test_upload_limit_error_has_the_same_shape(api: Api, photos: str, config: Any) -> None:
@@ -89,6 +91,7 @@ async def test_upload_limit_error_has_the_same_shape(api: Api, photos: str, conf
     assert_error_shape(await api.upload(photos, "big", b"xx"), 413, "payload_too_large")
 
 
+@pytest.mark.fs_only
 async def test_a_server_fault_is_500_without_internals(
     api: Api, store: BlobStore, photos: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -99,6 +102,7 @@ async def test_a_server_fault_is_500_without_internals(
     assert any(r.levelname == "ERROR" for r in caplog.records)  # the operator still sees it
 
 
+@pytest.mark.fs_only
 async def test_health_is_503_when_the_storage_path_is_gone(api: Api, store: BlobStore) -> None:
     os.rename(store.root, str(store.root) + ".unmounted")
     for path in ("/health", "/api/v1/health"):
@@ -143,6 +147,41 @@ def encodings(text: str) -> set[str]:
         return {"%ED%B3%BF"}  # a lone surrogate: send the bytes that would encode it
 
 
+def hostile_targets() -> list[str]:
+    """Every hostile key and bucket name, in every encoding, as paths under /api/v1/files/."""
+    targets = [f"abc/{raw}" for raw in URL_LEVEL]  # already encoded as sent on the wire
+    for key in [*HOSTILE_KEYS, "../abcd/x", "../canary.txt", "../../canary.txt"]:
+        targets += [f"abc/{encoded}" for encoded in encodings(key)]
+    for name in [*HOSTILE_BUCKETS, "..", "%2e%2e", "abcd/.."]:
+        targets += [f"{encoded}/x" for encoded in encodings(name)]
+    return targets
+
+
+async def send_hostile(api: Api) -> list[int]:
+    """PUT, GET and DELETE every hostile target; no answer may be a 5xx."""
+    statuses: list[int] = []
+    for target in hostile_targets():
+        for method in ("PUT", "GET", "DELETE"):
+            body = b"overwritten" if method == "PUT" else None
+            response = await api.request(method, f"/api/v1/files/{target}", body)
+            statuses.append(response.code)
+            assert response.code < 500, (method, target, response.body)
+    return statuses
+
+
+async def test_hostile_keys_stay_inside_their_bucket(api: Api, store: Store) -> None:
+    store.create_bucket("abc", public=False, description=None)
+    store.create_bucket("abcd", public=False, description=None)
+    await api.upload("abcd", "x", b"precious")
+    statuses = await send_hostile(api)
+    assert stored(store, "abcd", "x") == b"precious"
+    assert contents(store, "abcd") == ["x"]
+    in_abc = [key for key in contents(store, "abc") if stored(store, "abc", key) is not None]
+    assert len(all_objects(store)) == len(in_abc) + 1  # nothing anywhere else
+    assert statuses.count(400) > len(HOSTILE_KEYS)
+
+
+@pytest.mark.fs_only
 async def test_hostile_keys_and_bucket_names_touch_no_canary(
     api: Api, store: BlobStore, tmp_path: Path
 ) -> None:
@@ -156,20 +195,7 @@ async def test_hostile_keys_and_bucket_names_touch_no_canary(
     for path, data in canaries.items():
         path.write_bytes(data)
     before = snapshot(tmp_path)
-
-    targets = [f"abc/{raw}" for raw in URL_LEVEL]  # already encoded as sent on the wire
-    for key in [*HOSTILE_KEYS, "../abcd/x", "../canary.txt", "../../canary.txt"]:
-        targets += [f"abc/{encoded}" for encoded in encodings(key)]
-    for name in [*HOSTILE_BUCKETS, "..", "%2e%2e", "abcd/.."]:
-        targets += [f"{encoded}/x" for encoded in encodings(name)]
-    statuses: list[int] = []
-    for target in targets:
-        for method in ("PUT", "GET", "DELETE"):
-            body = b"overwritten" if method == "PUT" else None
-            response = await api.request(method, f"/api/v1/files/{target}", body)
-            statuses.append(response.code)
-            assert response.code < 500, (method, target, response.body)
-
+    statuses = await send_hostile(api)
     after = snapshot(tmp_path)
     for path, data in canaries.items():
         assert path.read_bytes() == data

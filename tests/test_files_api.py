@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPResponse
 
-from storage_server import blobfs
-from storage_server.blobfs import BlobStore
 from storage_server.settings import Settings
+from storage_server.store import Store
 from tests.conftest import Api, body_json
+from tests.stored import all_objects, contents, stored, temp_files
 
 FILE_FIELDS = {"bucket", "path", "name", "size", "content_type", "sha256", "etag", "created_at", "updated_at"}
 
@@ -37,10 +37,6 @@ def multipart(
 
 
 MULTIPART = {"Content-Type": "multipart/form-data; boundary=BOUNDARY"}
-
-
-def temp_files(store: BlobStore) -> list[str]:
-    return os.listdir(store.root / blobfs.INTERNAL_DIR / "tmp")
 
 
 async def raw_exchange(api: Api, request: bytes, read_timeout: float = 5.0) -> bytes:
@@ -63,12 +59,12 @@ async def wait_for(condition: Callable[[], bool], within: float = 5.0) -> None:
 
 
 @pytest.fixture
-def photos(store: BlobStore) -> str:
+def photos(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     return "photos"
 
 
-async def test_raw_upload_returns_201_with_the_file(api: Api, store: BlobStore, photos: str) -> None:
+async def test_raw_upload_returns_201_with_the_file(api: Api, store: Store, photos: str) -> None:
     data = os.urandom(100_000)
     response = await api.upload(
         photos, "docs/report.bin", data, headers={"Content-Type": "application/x-thing"}
@@ -85,13 +81,13 @@ async def test_raw_upload_returns_201_with_the_file(api: Api, store: BlobStore, 
     assert record["content_type"] == "application/x-thing"
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
     assert record["etag"] == f'"{record["sha256"]}"'
-    assert (store.root / photos / "docs" / "report.bin").read_bytes() == data
+    assert stored(store, photos, "docs/report.bin") == data
     assert temp_files(store) == []
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 async def test_multipart_upload_stores_only_the_file_part(
-    api: Api, store: BlobStore, photos: str, method: str
+    api: Api, store: Store, photos: str, method: str
 ) -> None:
     data = os.urandom(300_000) + b"\r\n--BOUNDAR"  # a near-boundary inside the data
     response = await api.request(
@@ -100,7 +96,7 @@ async def test_multipart_upload_stores_only_the_file_part(
     assert response.code == 201, response.body
     record = body_json(response)["file"]
     assert (record["name"], record["content_type"], record["size"]) == ("photo.png", "image/png", len(data))
-    assert (store.root / photos / "img" / "p.png").read_bytes() == data
+    assert stored(store, photos, "img/p.png") == data
 
 
 async def test_multipart_filename_in_unicode_round_trips(api: Api, photos: str) -> None:
@@ -111,7 +107,7 @@ async def test_multipart_filename_in_unicode_round_trips(api: Api, photos: str) 
 
 
 async def test_multipart_without_a_file_part_returns_400_and_stores_nothing(
-    api: Api, store: BlobStore, photos: str
+    api: Api, store: Store, photos: str
 ) -> None:
     response = await api.upload(photos, "a.bin", multipart(b"x", name="other"), headers=MULTIPART)
     assert response.code == 400
@@ -121,7 +117,7 @@ async def test_multipart_without_a_file_part_returns_400_and_stores_nothing(
 
 
 async def test_truncated_multipart_returns_400_and_keeps_the_previous_version(
-    api: Api, store: BlobStore, photos: str
+    api: Api, store: Store, photos: str
 ) -> None:
     await api.upload(photos, "a.bin", b"previous")
     truncated = multipart(b"y" * 5000)[:-30]
@@ -170,13 +166,13 @@ async def test_bad_x_filename_returns_400(api: Api, photos: str) -> None:
     assert body_json(response)["code"] == "invalid_filename"
 
 
-async def test_zero_byte_file(api: Api, store: BlobStore, photos: str) -> None:
+async def test_zero_byte_file(api: Api, store: Store, photos: str) -> None:
     record = body_json(await api.upload(photos, "empty", b""))["file"]
     assert record["size"] == 0
     assert record["sha256"] == hashlib.sha256(b"").hexdigest()
     response = await api.request("GET", f"/api/v1/files/{photos}/empty")
     assert (response.code, response.body, response.headers["Content-Length"]) == (200, b"", "0")
-    assert (store.root / photos / "empty").stat().st_size == 0
+    assert stored(store, photos, "empty") == b""
 
 
 async def test_download_streams_exact_bytes_with_headers(api: Api, photos: str) -> None:
@@ -224,13 +220,13 @@ async def test_nested_paths_and_encoded_slashes_address_the_same_file(api: Api, 
     assert (await api.request("GET", f"/api/v1/files/{photos}/data/2024/01/report.csv")).code == 404
 
 
-async def test_unicode_keys_round_trip(api: Api, store: BlobStore, photos: str) -> None:
+async def test_unicode_keys_round_trip(api: Api, store: Store, photos: str) -> None:
     key = "文件夹/ünïcødé file ☃.txt"
     quoted = urllib.parse.quote(key)
     record = body_json(await api.upload(photos, quoted, b"snow"))["file"]
     assert record["path"] == key
     assert (await api.request("GET", f"/api/v1/files/{photos}/{quoted}")).body == b"snow"
-    assert (store.root / photos / key).read_bytes() == b"snow"
+    assert stored(store, photos, key) == b"snow"
 
 
 async def test_overwrite_replaces_content_and_keeps_created_at(api: Api, photos: str) -> None:
@@ -254,14 +250,12 @@ async def test_get_of_a_folder_returns_404(api: Api, photos: str) -> None:
     assert (await api.request("GET", f"/api/v1/files/{photos}/dir")).code == 404
 
 
-async def test_delete_file_returns_204_even_when_already_gone(
-    api: Api, store: BlobStore, photos: str
-) -> None:
+async def test_delete_file_returns_204_even_when_already_gone(api: Api, store: Store, photos: str) -> None:
     await api.upload(photos, "a/b/c.txt", b"x")
     for _ in range(2):
         response = await api.request("DELETE", f"/api/v1/files/{photos}/a/b/c.txt")
         assert (response.code, response.body) == (204, b"")
-    assert os.listdir(store.root / photos) == []  # empty folders pruned
+    assert contents(store, photos) == []  # empty folders pruned
 
 
 async def test_delete_file_in_missing_bucket_returns_404(api: Api) -> None:
@@ -269,10 +263,10 @@ async def test_delete_file_in_missing_bucket_returns_404(api: Api) -> None:
     assert (response.code, body_json(response)["code"]) == (404, "bucket_not_found")
 
 
-async def test_upload_to_missing_bucket_returns_404_and_creates_nothing(api: Api, store: BlobStore) -> None:
+async def test_upload_to_missing_bucket_returns_404_and_creates_nothing(api: Api, store: Store) -> None:
     response = await api.upload("nobucket", "a/b.txt", b"x")
     assert (response.code, body_json(response)["code"]) == (404, "bucket_not_found")
-    assert not (store.root / "nobucket").exists()
+    assert all_objects(store) == []
 
 
 async def test_file_and_folder_conflicts_return_409(api: Api, photos: str) -> None:
@@ -283,7 +277,7 @@ async def test_file_and_folder_conflicts_return_409(api: Api, photos: str) -> No
     assert (await api.request("GET", f"/api/v1/files/{photos}/a/b")).body == b"file"
 
 
-async def test_the_seed_traversal_cannot_touch_a_sibling_bucket(api: Api, store: BlobStore) -> None:
+async def test_the_seed_traversal_cannot_touch_a_sibling_bucket(api: Api, store: Store) -> None:
     # The seed service let POST /files/abc/%2e%2e/abcd/x write into bucket abcd.
     await api.create_bucket("abc")
     await api.create_bucket("abcd")
@@ -293,12 +287,12 @@ async def test_the_seed_traversal_cannot_touch_a_sibling_bucket(api: Api, store:
         assert upload.code == 400, path
         delete = await api.request("DELETE", f"/api/v1/files/{path}")
         assert delete.code == 400, path
-    assert (store.root / "abcd" / "x").read_bytes() == b"precious"
-    assert os.listdir(store.root / "abc") == []
+    assert stored(store, "abcd", "x") == b"precious"
+    assert contents(store, "abc") == []
 
 
 async def test_upload_limit_rejects_a_declared_length_before_reading(
-    api: Api, store: BlobStore, photos: str, config: Settings
+    api: Api, store: Store, photos: str, config: Settings
 ) -> None:
     object.__setattr__(config, "max_upload_size", 1000)
     response = await api.upload(photos, "big", b"x" * 1001)
@@ -308,7 +302,7 @@ async def test_upload_limit_rejects_a_declared_length_before_reading(
 
 
 async def test_upload_limit_stops_a_chunked_body(
-    api: Api, store: BlobStore, photos: str, config: Settings
+    api: Api, store: Store, photos: str, config: Settings
 ) -> None:
     object.__setattr__(config, "max_upload_size", 100_000)
 
@@ -322,7 +316,7 @@ async def test_upload_limit_stops_a_chunked_body(
     await wait_for(lambda: temp_files(store) == [])
 
 
-async def test_a_large_streamed_upload_round_trips(api: Api, store: BlobStore, photos: str) -> None:
+async def test_a_large_streamed_upload_round_trips(api: Api, store: Store, photos: str) -> None:
     block = os.urandom(1 << 20)
     digest = hashlib.sha256()
 
@@ -347,7 +341,7 @@ async def test_a_large_streamed_upload_round_trips(api: Api, store: BlobStore, p
     assert (download.code, size, received.hexdigest()) == (200, 24 << 20, digest.hexdigest())
 
 
-async def test_client_disconnect_mid_upload_leaves_nothing(api: Api, store: BlobStore, photos: str) -> None:
+async def test_client_disconnect_mid_upload_leaves_nothing(api: Api, store: Store, photos: str) -> None:
     await api.upload(photos, "a.bin", b"previous")
     port = urllib.parse.urlsplit(api.url("/")).port
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -362,9 +356,7 @@ async def test_client_disconnect_mid_upload_leaves_nothing(api: Api, store: Blob
     assert (await api.request("GET", f"/api/v1/files/{photos}/a.bin")).body == b"previous"
 
 
-async def test_stalled_upload_is_aborted_after_the_stall_timeout(
-    api: Api, store: BlobStore, photos: str
-) -> None:
+async def test_stalled_upload_is_aborted_after_the_stall_timeout(api: Api, store: Store, photos: str) -> None:
     request = f"POST /api/v1/files/{photos}/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
     answer = await raw_exchange(api, request + b"partial", read_timeout=10)  # stall_timeout is 2 s in tests
     assert answer == b""  # the connection was dropped without an answer
@@ -407,7 +399,7 @@ async def _upload_status(api: Api, photos: str, key: str, data: bytes) -> HTTPRe
 
 
 async def test_concurrent_uploads_of_one_key_keep_one_whole_version(
-    api: Api, store: BlobStore, photos: str
+    api: Api, store: Store, photos: str
 ) -> None:
     versions = [bytes([i]) * 200_000 for i in range(10)]
     responses = await asyncio.gather(*(_upload_status(api, photos, "same", v) for v in versions))

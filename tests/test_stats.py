@@ -10,13 +10,9 @@ import random
 import pytest
 
 from storage_server import blobfs
-from storage_server.blobfs import BlobStore
+from storage_server.store import Store
 from tests.conftest import Api, body_json
-
-
-def walked(store: BlobStore, bucket: str) -> tuple[int, int]:
-    sizes = [p.stat().st_size for p in (store.root / bucket).rglob("*") if p.is_file() and not p.is_symlink()]
-    return len(sizes), sum(sizes)
+from tests.stored import walked
 
 
 async def stats(api: Api, bucket: str = "photos") -> tuple[int, int]:
@@ -30,14 +26,14 @@ async def transfer(api: Api, verb: str, src: tuple[str, str], dst: tuple[str, st
 
 
 @pytest.fixture
-def photos(store: BlobStore) -> str:
+def photos(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     store.create_bucket("other", public=False, description=None)
     return "photos"
 
 
 async def test_stats_follow_uploads_overwrites_deletes_copies_and_moves(
-    api: Api, store: BlobStore, photos: str
+    api: Api, store: Store, photos: str
 ) -> None:
     assert await stats(api) == (0, 0)
     await api.upload(photos, "a.bin", b"x" * 100)
@@ -63,7 +59,7 @@ async def test_stats_follow_uploads_overwrites_deletes_copies_and_moves(
 
 
 async def test_stats_stay_exact_under_concurrent_uploads_and_deletes(
-    api: Api, store: BlobStore, photos: str
+    api: Api, store: Store, photos: str
 ) -> None:
     rng = random.Random(7)
     keys = [f"k{i % 12}/f{i % 5}" for i in range(12)]
@@ -80,7 +76,8 @@ async def test_stats_stay_exact_under_concurrent_uploads_and_deletes(
     assert await stats(api) == walked(store, photos)
 
 
-async def test_a_worker_dying_mid_change_is_recounted(api: Api, store: BlobStore, photos: str) -> None:
+@pytest.mark.fs_only
+async def test_a_worker_dying_mid_change_is_recounted(api: Api, store: Store, photos: str) -> None:
     await api.upload(photos, "a.bin", b"x" * 100)
     # What a kill -9 between a rename and its counter update leaves: a file the counters miss,
     # and the dead worker's marker.
@@ -94,7 +91,8 @@ async def test_a_worker_dying_mid_change_is_recounted(api: Api, store: BlobStore
     assert store.recover() == []  # nothing dead: no recount
 
 
-async def test_a_live_worker_marker_is_left_alone(store: BlobStore, photos: str) -> None:
+@pytest.mark.fs_only
+async def test_a_live_worker_marker_is_left_alone(store: Store, photos: str) -> None:
     store.register_worker()
     try:
         assert store.recover() == []

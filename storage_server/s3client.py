@@ -1,0 +1,117 @@
+"""The botocore client of the S3 store, the engines' quirks it works around, and the mapping of a
+file's record to and from an object's metadata."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .errors import PreconditionFailed, Unavailable
+from .models import File
+from .settings import Settings
+
+MAX_COPY = 5 * 1024**3  # the largest object one CopyObject may copy
+POOL = 64  # HTTP connections per worker: one per thread that may be talking to the engine
+
+
+def make_client(config: Settings) -> Any:
+    """A botocore S3 client for the settings. Thread-safe once made."""
+    secret = config.s3_secret_key.get_secret_value() if config.s3_secret_key is not None else None
+    client = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=config.s3_endpoint,
+        region_name=config.s3_region,
+        aws_access_key_id=config.s3_access_key,
+        aws_secret_access_key=secret,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if config.s3_path_style else "virtual"},
+            # Recent botocore adds CRC checksums to every upload by default; several engines reject
+            # or mishandle them. Our own sha256 rides in the metadata instead.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"mode": "standard", "max_attempts": 4},
+            max_pool_connections=POOL,
+            connect_timeout=5,
+            read_timeout=60,
+            tcp_keepalive=True,
+        ),
+    )
+    client.meta.events.register("before-call.s3.DeleteObjects", _content_md5)
+    return client
+
+
+def _content_md5(params: dict[str, Any], **_kwargs: Any) -> None:
+    """DeleteObjects must carry Content-MD5 on several engines (Ceph RGW, older MinIO); botocore
+    now sends a CRC instead."""
+    body = params.get("body") or b""
+    if isinstance(body, bytes):
+        params["headers"]["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+def status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(exc: ClientError) -> bool:
+    return status(exc) == 404 or code(exc) in ("NoSuchKey", "NotFound", "404")
+
+
+def is_precondition(exc: ClientError) -> bool:
+    return status(exc) == 412 or code(exc) == "PreconditionFailed"
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turn what the engine says into StorageErrors: 412 → PreconditionFailed, anything else it
+    (or the network) fails with → Unavailable. A missing key is for the caller to handle first."""
+    try:
+        yield
+    except ClientError as exc:
+        if is_precondition(exc):
+            raise PreconditionFailed("the file changed meanwhile (If-Match / If-None-Match)") from exc
+        raise Unavailable(f"the object store answered {status(exc)} {code(exc)}") from exc
+    except BotoCoreError as exc:
+        raise Unavailable(f"the object store is unreachable ({type(exc).__name__})") from exc
+
+
+def file_meta(record: File) -> dict[str, str]:
+    """The x-amz-meta-* values of a file (header values are ASCII: the name is percent-encoded)."""
+    return {
+        "sha256": record.sha256,
+        "name": quote(record.name, safe=""),
+        "created": record.created_at.isoformat(),
+        "updated": record.updated_at.isoformat(),
+    }
+
+
+def file_record(bucket: str, key: str, head: dict[str, Any]) -> File:
+    """A file's record from a HEAD or GET answer (of the whole object or a range of it)."""
+    meta = head.get("Metadata") or {}
+    size = head["ContentLength"]
+    if head.get("ContentRange"):
+        size = int(str(head["ContentRange"]).rsplit("/", 1)[1])
+    modified = head.get("LastModified") or datetime.now(UTC)
+    return File(
+        bucket=bucket,
+        path=key,
+        name=unquote(meta.get("name", "")) or key.rsplit("/", 1)[-1],
+        size=size,
+        content_type=head.get("ContentType") or "application/octet-stream",
+        sha256=meta.get("sha256", ""),
+        created_at=datetime.fromisoformat(meta["created"]) if "created" in meta else modified,
+        updated_at=datetime.fromisoformat(meta["updated"]) if "updated" in meta else modified,
+    )

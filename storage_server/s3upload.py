@@ -1,0 +1,231 @@
+"""An upload into the S3 store: bytes are spooled to a local temp file one part at a time, so
+memory stays flat whatever the size. Up to one part it becomes a single PUT; beyond, a multipart
+upload into a staging key, copied inside the engine to its key with the metadata (the sha256 is
+known only at the end, and an object's metadata cannot change after it is written)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from . import fsops, s3client
+from .errors import StorageError
+from .models import File
+from .s3client import translated
+from .store import Precondition
+
+if TYPE_CHECKING:
+    from .s3store import S3Store
+
+SPOOL_DIR = ".storage-server/spool"
+MAX_PART = 64 * 1024 * 1024
+BIG_PARTS_FROM = 5000  # parts after this many grow to MAX_PART (S3 allows 10,000 parts)
+
+
+class Spool:
+    """The local folder of part files, and its size of part."""
+
+    def __init__(self, root: Path, part_size: int) -> None:
+        self.folder = Path(os.path.abspath(root)) / SPOOL_DIR
+        self.part_size = part_size
+
+    def prepare(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def open(self) -> tuple[Path, int]:
+        """A new part file, flock'ed for its lifetime so that sweep() keeps off it."""
+        path = self.folder / f"{uuid.uuid4().hex}.part"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return path, fd
+
+    def sweep(self, grace: float) -> int:
+        removed, cutoff = 0, time.time() - grace
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff and not fsops.is_locked(entry.path):
+                        os.unlink(entry.path)
+                        removed += 1
+        return removed
+
+    def is_writable(self) -> bool:
+        try:
+            path, fd = self.open()
+        except OSError:
+            return False
+        os.close(fd)
+        path.unlink()
+        return True
+
+
+class S3Upload:
+    """One upload on its way to the engine; `commit` makes it visible, `abort` discards it.
+    Calls are serialized, so an `abort` on disconnect never runs under a `write`."""
+
+    def __init__(self, store: S3Store, bucket: str, bucket_id: str, key: str) -> None:
+        self._store = store
+        self._bucket = bucket
+        self._bucket_id = bucket_id
+        self._key = key
+        self._lock = threading.Lock()
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._spooled = 0  # bytes in the part file not yet sent
+        self._path: Path | None
+        self._fd: int | None
+        with fsops.translated("the upload"):
+            self._path, self._fd = store.spool.open()
+        self._staging: str | None = None  # with a multipart upload: its key,
+        self._upload_id: str | None = None  # its id,
+        self._parts: list[dict[str, Any]] = []  # and the parts sent so far
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append data, sending a part to the engine each time one is full."""
+        with self._lock:
+            fd = self._live_fd()
+            self._hash.update(data)
+            view = memoryview(data)
+            with fsops.translated("the upload"):
+                while view:
+                    done = os.pwrite(fd, view, self._spooled)
+                    self._spooled += done
+                    view = view[done:]
+            self.size += len(data)
+            if self._spooled >= self._part_size():
+                self._send_part()
+
+    def sha256(self) -> str:
+        with self._lock:
+            return self._hash.hexdigest()
+
+    def commit(self, content_type: str, name: str, precondition: Precondition | None = None) -> File:
+        """PUT the file (or finish its multipart upload and copy it into place) with its record;
+        raise BucketNotFound, Conflict, PreconditionFailed, Unavailable. Discarded either way."""
+        with self._lock:
+            self._live_fd()
+            try:
+                return self._commit(content_type, name, precondition)
+            finally:
+                self._discard()
+
+    def abort(self) -> None:
+        with self._lock:
+            self._discard()
+
+    def _commit(self, content_type: str, name: str, precondition: Precondition | None) -> File:
+        store = self._store
+        target = store.files_key(self._bucket_id, self._key)
+        current = store.check_way(self._bucket_id, tuple(self._key.split("/")))
+        if precondition is not None:
+            precondition(current.record)
+        now = datetime.now(UTC)
+        record = File(
+            bucket=self._bucket,
+            path=self._key,
+            name=name,
+            size=self.size,
+            content_type=content_type,
+            sha256=self._hash.hexdigest(),
+            created_at=current.record.created_at if current.record is not None else now,
+            updated_at=now,
+        )
+        # With conditions, the engine refuses the write if the key changed since it was checked.
+        condition = current.write_condition() if precondition is not None else {}
+        if self._upload_id is None:
+            with translated(), self._part_file() as body:
+                store.client.put_object(
+                    Bucket=store.bucket,
+                    Key=target,
+                    Body=body,
+                    ContentLength=self._spooled,
+                    ContentType=content_type,
+                    Metadata=s3client.file_meta(record),
+                    **condition,
+                )
+        else:
+            staged = self._complete()
+            store.server_copy(
+                staged["key"], staged["etag"], record, target, current if precondition else None
+            )
+        store.confirm(self._bucket, self._bucket_id, target)
+        return record
+
+    def _part_size(self) -> int:
+        return self._store.spool.part_size if len(self._parts) < BIG_PARTS_FROM else MAX_PART
+
+    @contextlib.contextmanager
+    def _part_file(self) -> Any:
+        """The spooled bytes as a file object read from the start (the part file's own fd)."""
+        fd = os.dup(self._live_fd())
+        with os.fdopen(fd, "rb") as body:
+            body.seek(0)
+            yield body
+
+    def _send_part(self) -> None:
+        store = self._store
+        with translated():
+            if self._upload_id is None:
+                self._staging = store.staging_key()
+                started = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._staging)
+                self._upload_id = started["UploadId"]
+            number = len(self._parts) + 1
+            body: BinaryIO
+            with self._part_file() as body:
+                sent = store.client.upload_part(
+                    Bucket=store.bucket,
+                    Key=self._staging,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentLength=self._spooled,
+                )
+        self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
+        os.ftruncate(self._live_fd(), 0)
+        self._spooled = 0
+
+    def _complete(self) -> dict[str, str]:
+        """Send the last part and complete the multipart upload; its staged key and ETag."""
+        if self._spooled:
+            self._send_part()
+        store = self._store
+        with translated():
+            done = store.client.complete_multipart_upload(
+                Bucket=store.bucket,
+                Key=self._staging,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._upload_id = None  # completed: nothing to abort, the staged object is removed instead
+        assert self._staging is not None
+        return {"key": self._staging, "etag": done["ETag"]}
+
+    def _live_fd(self) -> int:
+        if self._fd is None:
+            raise StorageError("the upload was aborted")
+        return self._fd
+
+    def _discard(self) -> None:
+        """Close and remove the part file; abort the multipart upload or remove the staged object."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        path, self._path = self._path, None
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        store = self._store
+        upload_id, staging, self._upload_id, self._staging = self._upload_id, self._staging, None, None
+        with contextlib.suppress(Exception):  # what is left is removed by a later sweep
+            if upload_id is not None:
+                store.client.abort_multipart_upload(Bucket=store.bucket, Key=staging, UploadId=upload_id)
+            elif staging is not None:
+                store.client.delete_object(Bucket=store.bucket, Key=staging)
