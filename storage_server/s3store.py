@@ -15,6 +15,7 @@ Raises the StorageError subclasses of `errors.py`; the engine failing is Unavail
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from .settings import Settings
 from .store import Precondition
 
 STALE = timedelta(days=1)  # a multipart or staged upload this old is a dead node's leftover
+PREPARE_ATTEMPTS = 20
 LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="s3-head")  # a listing's HEAD requests
 
 
@@ -177,16 +179,33 @@ class S3Store:
         engine cannot be reached or refuses the credentials."""
         self.spool.prepare()
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            for attempt in range(PREPARE_ATTEMPTS):
+                try:
+                    self.client.head_bucket(Bucket=self.bucket)
+                    break
+                except ClientError as exc:
+                    if not is_missing(exc) or attempt == PREPARE_ATTEMPTS - 1:
+                        raise
+                try:
+                    self._create_target()
+                    break
+                except ClientError as exc:
+                    if not (is_missing(exc) or s3client.code(exc) == "NoSuchBucket"):
+                        raise
+                # Nodes starting together may race to create it (and an engine's gateways may
+                # take a moment to agree): look again.
+                time.sleep(0.5)
         except ClientError as exc:
-            if not is_missing(exc):
-                raise Unavailable(f"cannot use S3 bucket {self.bucket}: {s3client.code(exc) or exc}") from exc
-            with contextlib.suppress(ClientError), translated():
-                self.client.create_bucket(Bucket=self.bucket)
-            with translated():
-                self.client.head_bucket(Bucket=self.bucket)
+            raise Unavailable(f"cannot use S3 bucket {self.bucket}: {s3client.code(exc) or exc}") from exc
         except Exception as exc:
             raise Unavailable(f"cannot reach the object store: {exc}") from exc
+
+    def _create_target(self) -> None:
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if s3client.code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise  # another node creating it at the same time is fine
 
     def sweep(self, grace: float = 60.0) -> int:
         """Remove spool files no live upload holds, multipart uploads and staged objects older

@@ -40,7 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
+    explicit = any(m.args and m.args[0] == "backend" for m in metafunc.definition.iter_markers("parametrize"))
+    if "backend" in metafunc.fixturenames and not explicit:
         both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS
         fs_only = metafunc.definition.get_closest_marker("fs_only") is not None
         metafunc.parametrize("backend", ["fs", "s3"] if both and not fs_only else ["fs"])
@@ -65,6 +66,11 @@ def s3_settings(endpoint: str, **fields: Any) -> dict[str, Any]:
         "s3_prefix": f"{uuid.uuid4().hex}/",
         **fields,
     }
+
+
+def s3_env(endpoint: str, **fields: Any) -> dict[str, str]:
+    """The same settings as environment variables, for run.py."""
+    return {f"STORAGE_{name.upper()}": str(value) for name, value in s3_settings(endpoint, **fields).items()}
 
 
 @pytest.fixture

@@ -169,7 +169,9 @@ class SeaweedFS:
                 *NO_EXTRA_LISTENERS,
             )
             weed.endpoints.append(f"http://127.0.0.1:{s3}")
-        weed.wait_ready(timeout=90)
+            # One at a time: a filer copies its peers' metadata as it starts, and exits if a
+            # peer is not up yet.
+            weed.wait_ready(timeout=90)
         return weed
 
     def _run(self, name: str, *args: str) -> None:
@@ -198,7 +200,14 @@ class SeaweedFS:
         )
 
     def wait_ready(self, timeout: float = 60) -> None:
-        """Until every S3 endpoint stores and returns an object."""
+        """Until every S3 endpoint stores and returns an object; stop everything if it never does."""
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for endpoint in self.endpoints:
             client = self.client(endpoint)
@@ -218,6 +227,24 @@ class SeaweedFS:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"SeaweedFS not ready at {endpoint}: {exc}") from exc
                     time.sleep(0.3)
+
+    def make_bucket(self, name: str, timeout: float = 30) -> None:
+        """Create an S3 bucket and wait until every gateway lists it (they learn of it a moment apart)."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.client().create_bucket(Bucket=name)
+        deadline = time.monotonic() + timeout
+        for endpoint in self.endpoints:
+            client = self.client(endpoint)
+            while True:
+                try:
+                    client.list_objects_v2(Bucket=name, MaxKeys=1)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
 
     def leader(self) -> str:
         """The name of the master process that leads the Raft cluster now."""

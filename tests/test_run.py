@@ -14,7 +14,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from storage_server import blobfs
+from tests.conftest import s3_env
 from tests.service import ROOT, MiB, Service, children, memory_kib
 
 
@@ -113,8 +116,12 @@ def test_a_taken_port_fails_fast_with_a_clear_message(start: type[Service]) -> N
     assert "cannot start" in second.output()
 
 
-def test_200_mib_up_and_down_keep_worker_memory_flat(start: type[Service]) -> None:
-    service = start("--workers", "1")
+@pytest.mark.parametrize("backend", ["fs", "s3"])
+def test_200_mib_up_and_down_keep_worker_memory_flat(
+    start: type[Service], backend: str, request: pytest.FixtureRequest
+) -> None:
+    env = s3_env(request.getfixturevalue("seaweedfs").endpoints[0]) if backend == "s3" else {}
+    service = start("--workers", "1", env=env)
     service.wait_ready(workers=1)
     service.request("POST", "/api/v1/buckets", b'{"name": "photos"}')
     worker = children(service.proc.pid)[0]
@@ -143,7 +150,7 @@ def test_200_mib_up_and_down_keep_worker_memory_flat(start: type[Service]) -> No
     conn.close()
     assert received == size
     growth_mib = (memory_kib(worker, "VmHWM") - baseline) / 1024
-    print(f"worker peak RSS growth over 200 MiB up and down: {growth_mib:.1f} MiB")
+    print(f"{backend}: worker peak RSS growth over 200 MiB up and down: {growth_mib:.1f} MiB")
     assert growth_mib < 50
 
 
