@@ -42,9 +42,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     explicit = any(m.args and m.args[0] == "backend" for m in metafunc.definition.iter_markers("parametrize"))
     if "backend" in metafunc.fixturenames and not explicit:
-        both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_BACKENDS
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
         fs_only = metafunc.definition.get_closest_marker("fs_only") is not None
-        metafunc.parametrize("backend", ["fs", "s3"] if both and not fs_only else ["fs"])
+        backends = ["fs", "s3"] if module in BOTH_BACKENDS and not fs_only else ["fs"]
+        metafunc.parametrize("backend", ["s3"] if module == "test_s3store" else backends)
 
 
 @pytest.fixture(scope="session")

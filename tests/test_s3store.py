@@ -1,0 +1,158 @@
+"""What only the S3 backend has: its requests to the engine, multipart uploads and their
+clean-up, a bucket deleted under an upload, the sweep, and an engine that is down or refuses us."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from storage_server.errors import BucketNotFound, Unavailable
+from storage_server.s3store import S3Store
+from storage_server.settings import Settings
+from storage_server.store import open_store
+from tests.conftest import Api, body_json, s3_settings
+from tests.seaweed import SeaweedFS
+from tests.service import MiB, Service, free_port
+from tests.stored import contents, temp_files
+
+
+@pytest.fixture
+def s3(store: Any) -> S3Store:
+    assert isinstance(store, S3Store)
+    store.create_bucket("photos", public=False, description=None)
+    return store
+
+
+@pytest.fixture
+def sent(s3: S3Store) -> Iterator[list[tuple[str, dict[str, str]]]]:
+    """(operation, headers) of every request the store sends to the engine."""
+    requests: list[tuple[str, dict[str, str]]] = []
+
+    def record(request: Any, event_name: str, **_kwargs: Any) -> None:
+        requests.append(
+            (event_name.rsplit(".", 1)[-1], {k.lower(): str(v) for k, v in request.headers.items()})
+        )
+
+    s3.client.meta.events.register("before-send.s3", record)
+    yield requests
+    s3.client.meta.events.unregister("before-send.s3", record)
+
+
+async def test_uploads_send_no_crc_checksums_and_bulk_deletes_send_content_md5(
+    api: Api, s3: S3Store, sent: list[tuple[str, dict[str, str]]]
+) -> None:
+    assert (await api.upload("photos", "a.txt", b"hello")).code == 201
+    assert (await api.upload("photos", "big.bin", b"x" * (17 * MiB))).code == 201  # two parts
+    assert (await api.request("DELETE", "/api/v1/buckets/photos")).code == 204
+    puts = [h for op, h in sent if op in ("PutObject", "UploadPart")]
+    assert len(puts) == 3
+    for headers in puts:
+        assert not [name for name in headers if "checksum" in name], headers
+        assert headers["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD"  # plain HTTP: the body is signed
+    deletes = [h for op, h in sent if op == "DeleteObjects"]
+    assert deletes
+    assert all("content-md5" in h for h in deletes)
+
+
+async def test_a_multipart_upload_lands_with_its_metadata_and_leaves_no_parts(api: Api, s3: S3Store) -> None:
+    data = bytes(range(256)) * (70 * 1024)  # 17.5 MiB: two parts of the 16 MiB default
+    response = await api.upload(
+        "photos",
+        "deep/big.bin",
+        data,
+        headers={"Content-Type": "application/x-big", "X-Filename": "B%C3%AFg"},
+    )
+    assert response.code == 201, response.body
+    record = body_json(response)["file"]
+    assert (record["name"], record["content_type"], record["size"]) == ("Bïg", "application/x-big", len(data))
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+    head = await api.request("HEAD", "/api/v1/files/photos/deep/big.bin")
+    assert head.headers["ETag"] == record["etag"]
+    tail = await api.request("GET", "/api/v1/files/photos/deep/big.bin", headers={"Range": "bytes=-5"})
+    assert (tail.code, tail.body) == (206, data[-5:])
+    assert temp_files(s3) == []
+    assert contents(s3, "photos") == ["deep/big.bin"]
+
+
+async def test_a_client_gone_mid_multipart_upload_leaves_no_orphan_parts(api: Api, s3: S3Store) -> None:
+    port = urllib.parse.urlsplit(api.url("/")).port
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PUT /api/v1/files/photos/cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+    for _ in range(20):  # 20 MiB: one part sent, the next one spooling
+        writer.write(b"z" * MiB)
+        await writer.drain()
+    for _ in range(100):
+        if any("/staging/" in name for name in temp_files(s3)):
+            break
+        await asyncio.sleep(0.05)
+    assert any("/staging/" in name for name in temp_files(s3))  # a multipart upload is under way
+    writer.close()
+    for _ in range(100):
+        if temp_files(s3) == []:
+            break
+        await asyncio.sleep(0.05)
+    assert temp_files(s3) == []
+    assert (await api.request("GET", "/api/v1/files/photos/cut.bin")).code == 404
+
+
+def test_an_upload_into_a_bucket_deleted_meanwhile_is_404_and_leaves_nothing(s3: S3Store) -> None:
+    upload = s3.begin_upload("photos", "late.txt")
+    upload.write(b"too late")
+    s3.delete_bucket("photos")
+    s3.create_bucket("photos", public=False, description=None)  # same name, another bucket
+    with pytest.raises(BucketNotFound):
+        upload.commit("text/plain", "late.txt")
+    assert contents(s3, "photos") == []
+    assert s3.sweep() == 0  # nothing of the old bucket was left for the sweep
+
+
+def test_sweep_removes_the_files_of_a_deleted_bucket_and_stale_uploads(s3: S3Store) -> None:
+    orphan = f"{s3.prefix}files/0123456789abcdef/left-behind.txt"  # a purge cut short by a crash
+    s3.client.put_object(Bucket=s3.bucket, Key=orphan, Body=b"x")
+    kept = s3.begin_upload("photos", "kept.txt")
+    kept.write(b"kept")
+    kept.commit("text/plain", "kept.txt")
+    assert s3.sweep() == 1
+    assert s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=orphan).get("KeyCount") == 0
+    assert contents(s3, "photos") == ["kept.txt"]
+
+
+def test_a_store_that_cannot_reach_the_engine_is_unavailable(tmp_path: Path) -> None:
+    config = Settings(path=tmp_path, **s3_settings(f"http://127.0.0.1:{free_port()}"))
+    store = open_store(config)
+    with pytest.raises(Unavailable):
+        store.prepare()
+    assert store.is_writable() is False
+
+
+def test_wrong_credentials_fail_at_start_with_a_clear_message(
+    seaweedfs: SeaweedFS, start: type[Service]
+) -> None:
+    env = {f"STORAGE_{k.upper()}": str(v) for k, v in s3_settings(seaweedfs.endpoints[0]).items()}
+    service = start(env={**env, "STORAGE_S3_SECRET_KEY": "not-the-secret"})
+    assert service.proc.wait(30) != 0
+    assert "cannot start" in service.output()
+    assert "not-the-secret" not in service.output()
+
+
+async def test_health_is_503_when_the_engine_is_gone(api: Api, s3: S3Store) -> None:
+    assert (await api.request("GET", "/health")).code == 200
+    s3.client.meta.events.register("before-send.s3", _refuse)
+    try:
+        response = await api.request("GET", "/health")
+        assert (response.code, body_json(response)["status"]) == (503, "unhealthy")
+        listing = await api.request("GET", "/api/v1/buckets")
+        assert (listing.code, body_json(listing)["code"]) == (503, "storage_unavailable")
+    finally:
+        s3.client.meta.events.unregister("before-send.s3", _refuse)
+
+
+def _refuse(request: Any, **_kwargs: Any) -> None:
+    raise EndpointConnectionError(endpoint_url=request.url)  # what botocore raises when it is down
