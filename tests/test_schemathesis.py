@@ -5,11 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from tests.conftest import s3_env
 from tests.service import ROOT, Service
 
 
-def test_schemathesis_finds_no_failure(start: type[Service]) -> None:
-    service = start("--workers", "2", "--access-log", "off")
+@pytest.mark.parametrize("backend", ["fs", "s3"])
+def test_schemathesis_finds_no_failure(
+    start: type[Service], backend: str, request: pytest.FixtureRequest
+) -> None:
+    env = s3_env(request.getfixturevalue("seaweedfs").endpoints[0]) if backend == "s3" else {}
+    service = start("--workers", "2", "--access-log", "off", env=env)
     service.wait_ready(workers=2)
     result = subprocess.run(
         [
