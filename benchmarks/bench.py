@@ -104,7 +104,7 @@ class Storage(Server):
     name = "storage_server"
     prefix = "/api/v1/files/bench/"
 
-    def __init__(self, tmp: Path, workers: int, fsync: bool) -> None:
+    def __init__(self, tmp: Path, workers: int, fsync: bool, env: dict[str, str] | None = None) -> None:
         super().__init__(tmp)
         data = tmp / "storage"
         args = [
@@ -118,7 +118,11 @@ class Storage(Server):
             "off",
         ]
         args += ["--log-level", "WARNING", "--fsync" if fsync else "--no-fsync"]
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args],
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
         self.wait()
         conn = http.client.HTTPConnection("127.0.0.1", self.port)
         conn.request("POST", "/api/v1/buckets", body=b'{"name": "bench"}')

@@ -18,9 +18,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .errors import PreconditionFailed, Unavailable
 from .models import File
 from .settings import Settings
+from .store import S3_THREADS
 
 MAX_COPY = 5 * 1024**3  # the largest object one CopyObject may copy
-POOL = 64  # HTTP connections per worker: one per thread that may be talking to the engine
+POOL = S3_THREADS  # HTTP connections per worker: one per thread that may be talking to the engine
 
 
 def make_client(config: Settings) -> Any:

@@ -36,6 +36,8 @@ from .store import Precondition
 
 STALE = timedelta(days=1)  # a multipart or staged upload this old is a dead node's leftover
 PREPARE_ATTEMPTS = 20
+EARLY_CHECK_FROM = 1024 * 1024  # bytes of a declared body from which begin_upload checks the key
+ID_TTL = 1.0  # seconds a bucket's id is reused for reads (see S3Store._read_id)
 LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="s3-head")  # a listing's HEAD requests
 
 
@@ -168,6 +170,7 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix
         self.spool = spool
+        self._ids: dict[str, tuple[str, float]] = {}  # bucket name: (id, when read), for reads
 
     def __repr__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} at {self.client.meta.endpoint_url}"
@@ -277,6 +280,7 @@ class S3Store:
                 )
         except PreconditionFailed:
             return self.get_bucket(name), False
+        self._ids[name] = (record.id, time.monotonic())
         return self._bucket(name, record, counted=False), True
 
     def list_buckets(self) -> list[Bucket]:
@@ -317,6 +321,7 @@ class S3Store:
         record, _etag = self._load(name)
         with translated():
             self.client.delete_object(Bucket=self.bucket, Key=self._record_key(name))
+        self._ids.pop(name, None)
         self._purge(self._files(record.id))
 
     # -- files ------------------------------------------------------------------------------------
@@ -327,15 +332,18 @@ class S3Store:
         """Start an upload; the same errors as the filesystem store's (no 507: the engine has room)."""
         parts = validate_key(key)
         record, _etag = self._load(bucket)
-        current = self.check_way(record.id, parts)
-        if precondition is not None:
-            precondition(current.record)
+        if size is None or size > EARLY_CHECK_FROM:
+            # Fail before a large body is sent; a small one is checked at commit only (the
+            # same answer, two round trips fewer).
+            current = self.check_way(record.id, parts)
+            if precondition is not None:
+                precondition(current.record)
         return S3Upload(self, bucket, record.id, "/".join(parts))
 
     def open_file(self, bucket: str, key: str, read_ahead: int = 0) -> S3Reader:
         """Open a stored file: a GET when its first bytes are wanted now, else a HEAD."""
         parts = validate_key(key)
-        target = self._files(self._load(bucket)[0].id) + "/".join(parts)
+        target = self._files(self._read_id(bucket)) + "/".join(parts)
         try:
             with translated():
                 if read_ahead:
@@ -419,7 +427,7 @@ class S3Store:
         self, bucket: str, prefix: str, delimited: bool, limit: int, after: bytes | None
     ) -> Listing:
         """One page of the files (and folders) under `prefix`, in UTF-8 byte order."""
-        base_prefix = self._files(self._load(bucket)[0].id)
+        base_prefix = self._files(self._read_id(bucket))
         entries: list[listing.Entry] = []
         more = False
         try:
@@ -555,6 +563,15 @@ class S3Store:
         start = f"{self.prefix}buckets/"
         return [item["Key"][len(start) :] for page in self.pages(start) for item in page.get("Contents", ())]
 
+    def _read_id(self, name: str) -> str:
+        """The bucket's id for a read, looked up at most once a second per worker: a read costs
+        one request to the engine, not two. A bucket deleted (or deleted and recreated) by another
+        node may so be seen for up to ID_TTL longer; writes always look it up afresh."""
+        cached = self._ids.get(name)
+        if cached is not None and time.monotonic() - cached[1] < ID_TTL:
+            return cached[0]
+        return self._load(name)[0].id
+
     def _load(self, name: str) -> tuple[BucketRecord, str]:
         """The bucket's record and its ETag; raise InvalidName or BucketNotFound."""
         try:
@@ -563,12 +580,15 @@ class S3Store:
                 body = answer["Body"].read()
         except Unavailable as exc:
             if isinstance(exc.__cause__, ClientError) and is_missing(exc.__cause__):
+                self._ids.pop(name, None)
                 raise BucketNotFound(name) from None
             raise
         try:
-            return BucketRecord.model_validate_json(body), answer["ETag"]
+            record = BucketRecord.model_validate_json(body)
         except ValidationError:
             raise Unavailable(f"the record of bucket '{name}' is damaged") from None
+        self._ids[name] = (record.id, time.monotonic())
+        return record, answer["ETag"]
 
     def _bucket(self, name: str, record: BucketRecord, *, counted: bool = True) -> Bucket:
         files = size = 0

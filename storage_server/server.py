@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
@@ -15,7 +16,7 @@ from . import telemetry
 from .handlers import make_app
 from .notify import notify
 from .settings import Settings
-from .store import Store, open_store
+from .store import Store, open_store, threads_for
 
 log = logging.getLogger("storage_server")
 
@@ -49,6 +50,8 @@ async def serve(config: Settings) -> None:
         server = make_server(config, store)
         server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
         loop = asyncio.get_running_loop()
+        if (threads := threads_for(config)) is not None:
+            loop.set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="store"))
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)

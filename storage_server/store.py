@@ -111,6 +111,17 @@ class Store(Protocol):
     ) -> Listing: ...
 
 
+# Threads per worker for the store's blocking calls. A call to an object store mostly waits on the
+# network, so the S3 store gets many (as many as its HTTP connections); the filesystem store keeps
+# asyncio's default (CPUs + 4), which the disk prefers.
+S3_THREADS = 64
+
+
+def threads_for(config: Settings) -> int | None:
+    """How many threads the store's calls should get (None: asyncio's default)."""
+    return S3_THREADS if config.backend == "s3" else None
+
+
 def open_store(config: Settings) -> Store:
     """The store the settings choose (not yet prepared)."""
     if config.backend == "s3":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from tornado.testing import bind_unused_port
 from storage_server.server import make_server
 from storage_server.settings import Settings
 from storage_server.store import Store, open_store
-from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS
+from tests.seaweed import SeaweedFS, s3_settings
 from tests.service import Service
 
 # The API's test modules run once per backend; the rest (and tests marked fs_only, which look at
@@ -54,24 +53,6 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     weed = SeaweedFS.single(tmp_path_factory.mktemp("seaweedfs"))
     yield weed
     weed.stop()
-
-
-def s3_settings(endpoint: str, **fields: Any) -> dict[str, Any]:
-    """The settings of an S3-backed service on SeaweedFS, under a prefix of its own."""
-    return {
-        "backend": "s3",
-        "s3_endpoint": endpoint,
-        "s3_access_key": ACCESS_KEY,
-        "s3_secret_key": SECRET_KEY,
-        "s3_bucket": "storage-tests",
-        "s3_prefix": f"{uuid.uuid4().hex}/",
-        **fields,
-    }
-
-
-def s3_env(endpoint: str, **fields: Any) -> dict[str, str]:
-    """The same settings as environment variables, for run.py."""
-    return {f"STORAGE_{name.upper()}": str(value) for name, value in s3_settings(endpoint, **fields).items()}
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,24 @@ ACCESS_KEY = "storage-test"
 SECRET_KEY = "storage-test-secret"
 # The S3 gateway also serves Iceberg and Lance catalogs on fixed ports by default.
 NO_EXTRA_LISTENERS = ("-s3.port.iceberg=0", "-s3.port.lance=0")
+
+
+def s3_settings(endpoint: str, **fields: Any) -> dict[str, Any]:
+    """The settings of a storage_server on this SeaweedFS, under a key prefix of its own."""
+    return {
+        "backend": "s3",
+        "s3_endpoint": endpoint,
+        "s3_access_key": ACCESS_KEY,
+        "s3_secret_key": SECRET_KEY,
+        "s3_bucket": "storage-tests",
+        "s3_prefix": f"{uuid.uuid4().hex}/",
+        **fields,
+    }
+
+
+def s3_env(endpoint: str, **fields: Any) -> dict[str, str]:
+    """The same settings as environment variables, for run.py."""
+    return {f"STORAGE_{name.upper()}": str(value) for name, value in s3_settings(endpoint, **fields).items()}
 
 
 def weed_binary() -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from storage_server import blobfs
-from tests.conftest import s3_env
+from tests.seaweed import s3_env
 from tests.service import ROOT, MiB, Service, children, memory_kib
 
 

@@ -17,8 +17,8 @@ from storage_server.errors import BucketNotFound, Unavailable
 from storage_server.s3store import S3Store
 from storage_server.settings import Settings
 from storage_server.store import open_store
-from tests.conftest import Api, body_json, s3_settings
-from tests.seaweed import SeaweedFS
+from tests.conftest import Api, body_json
+from tests.seaweed import SeaweedFS, s3_env, s3_settings
 from tests.service import MiB, Service, free_port
 from tests.stored import contents, temp_files
 
@@ -135,7 +135,7 @@ def test_a_store_that_cannot_reach_the_engine_is_unavailable(tmp_path: Path) -> 
 def test_wrong_credentials_fail_at_start_with_a_clear_message(
     seaweedfs: SeaweedFS, start: type[Service]
 ) -> None:
-    env = {f"STORAGE_{k.upper()}": str(v) for k, v in s3_settings(seaweedfs.endpoints[0]).items()}
+    env = s3_env(seaweedfs.endpoints[0])
     service = start(env={**env, "STORAGE_S3_SECRET_KEY": "not-the-secret"})
     assert service.proc.wait(30) != 0
     assert "cannot start" in service.output()

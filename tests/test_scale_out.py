@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import s3_env
-from tests.seaweed import SeaweedFS
+from tests.seaweed import SeaweedFS, s3_env
 from tests.service import MiB, Service
 
 

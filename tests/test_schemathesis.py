@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import s3_env
+from tests.seaweed import s3_env
 from tests.service import ROOT, Service
 
 
