@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install torture system-deps bench
+.PHONY: run test lint install torture system-deps bench bench-backends seaweedfs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,12 @@ torture: install
 # storage_server against nginx, side by side (README "Performance"); raw results in bench-results.json.
 bench: install
 	$(BIN)/python benchmarks/bench.py --json bench-results.json
+
+# One node on each backend, side by side (README "Scaling out"); raw results in bench-backends.json.
+bench-backends: install
+	$(BIN)/python benchmarks/backends.py --json bench-backends.json
+
+# The SeaweedFS cluster of the tests (3 masters, 3 volume servers, 2 filers with S3) on 127.0.0.1,
+# in ./seaweedfs, until Ctrl-C; prints each node's STORAGE_* settings.
+seaweedfs: install
+	$(BIN)/python -m tests.seaweed cluster seaweedfs

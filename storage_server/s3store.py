@@ -413,9 +413,9 @@ class S3Store:
             precondition(current.record)
         now = _now()
         dates = {"created_at": now, "updated_at": now}
-        if keep_dates:
+        if keep_dates:  # a move: the file keeps its dates, as a rename would
             dates = {"created_at": source.record.created_at, "updated_at": source.record.updated_at}
-        if current.record is not None:
+        elif current.record is not None:  # a copy over a file is an overwrite: its creation stays
             dates["created_at"] = current.record.created_at
         record = source.record.model_copy(update={"bucket": dst_bucket, "path": "/".join(dst_parts), **dates})
         target = self._files(dst_id) + record.path

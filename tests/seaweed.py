@@ -279,3 +279,30 @@ class SeaweedFS:
     def stop(self) -> None:
         for process in self.processes.values():
             process.kill()
+
+
+def main() -> None:
+    """`python -m tests.seaweed cluster|single DIR`: start SeaweedFS as the tests do and keep it
+    running (Ctrl-C stops it), printing the settings a storage_server node needs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("shape", choices=["single", "cluster"])
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    weed = SeaweedFS.cluster(args.folder) if args.shape == "cluster" else SeaweedFS.single(args.folder)
+    try:
+        weed.make_bucket("storage-server")
+        for n, endpoint in enumerate(weed.endpoints):
+            env = s3_env(endpoint, s3_bucket="storage-server", s3_prefix="")
+            print(f"node {n}: " + " ".join(f"{name}={value}" for name, value in env.items()), flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        weed.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,5 @@
-"""The benchmark keeps working: its smoke run (a few MiB, one round, nginx and wrk installed from
-Debian's packages when missing) completes and reports every figure."""
+"""The benchmarks keep working: their smoke runs (a few MiB, one round, nginx and wrk installed from
+Debian's packages when missing) complete and report every figure."""
 
 from __future__ import annotations
 
@@ -33,3 +33,24 @@ def test_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None:
     assert ours["upload_multipart_mbps"]["median"] > 0
     assert ours["memory"]["rss_growth_upload_mib"] < 64
     assert ours["upload_raw_mbps_no_fsync"] > 0
+
+
+def test_backends_benchmark_smoke_run_reports_both_backends(tmp_path: Path) -> None:
+    out = tmp_path / "backends.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "backends.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| 1 GiB download MB/s |" in result.stdout
+    results = json.loads(out.read_text())
+    for backend in ("fs", "s3"):
+        figures = results[backend]
+        assert figures["upload_raw_mbps"]["median"] > 0
+        assert figures["download_mbps"]["median"] > 0
+        assert figures["get_4k"]["non_2xx"] == 0
+        assert figures["put_4k"]["non_2xx"] == 0
+        assert figures["memory"]["rss_growth_upload_mib"] < 64
+    assert results["engine"]["upload_mbps"] > 0
