@@ -35,6 +35,7 @@ from .settings import Settings
 from .store import Precondition
 
 STALE = timedelta(days=1)  # a multipart or staged upload this old is a dead node's leftover
+ORPHAN_GRACE = timedelta(hours=1)  # files of a deleted bucket are swept once untouched this long
 PREPARE_ATTEMPTS = 20
 EARLY_CHECK_FROM = 1024 * 1024  # bytes of a declared body from which begin_upload checks the key
 ID_TTL = 1.0  # seconds a bucket's id is reused for reads (see S3Store._read_id)
@@ -232,12 +233,26 @@ class S3Store:
                 if item["LastModified"] < cutoff
             ]
             removed += self._delete_keys(stale)
-            live = {self._load(name)[0].id for name in self._bucket_names()}
-            for page in self.pages(f"{self.prefix}files/", delimiter="/"):
-                for common in page.get("CommonPrefixes", ()):
-                    if common["Prefix"].split("/")[-2] not in live:
-                        removed += self._purge(common["Prefix"])
+            # Folders first, records second: a bucket created in between has no folder listed.
+            folders = [
+                c["Prefix"]
+                for page in self.pages(f"{self.prefix}files/", "/")
+                for c in page.get("CommonPrefixes", ())
+            ]
+            live = set()
+            for name in self._bucket_names():
+                with contextlib.suppress(BucketNotFound):
+                    live.add(self._load(name)[0].id)
+            for folder in folders:
+                if folder.split("/")[-2] not in live and self._untouched_since(folder, _now() - ORPHAN_GRACE):
+                    removed += self._purge(folder)
         return removed
+
+    def _untouched_since(self, prefix: str, cutoff: datetime) -> bool:
+        """No object of the first page under `prefix` changed after `cutoff`: a deleted bucket's
+        leftovers, not a bucket whose record this node cannot see yet."""
+        page = next(iter(self.pages(prefix)), {})
+        return all(item["LastModified"] < cutoff for item in page.get("Contents", ()))
 
     def register_worker(self) -> None:
         pass  # nothing a worker changes needs repair if it dies: uploads are all or nothing
