@@ -9,8 +9,6 @@ Both nodes run with the same workers and fsync on; rounds alternate fs, s3, fs, 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import bench
-from bench import FULL, SMOKE, KiB, MiB, Scale, Storage
+from bench import KiB, MiB, Scale, Storage
 
 from tests.seaweed import SeaweedFS, s3_env
 
@@ -144,17 +142,5 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="a few MiB and one round (CI)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", type=Path, help="write the raw results here")
-    args = parser.parse_args()
-    results = run(SMOKE if args.smoke else FULL, args.workers)
-    print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    bench.cli(__doc__, run, table)

@@ -512,17 +512,20 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cli(
+    doc: str, run_at: Callable[[Scale, int], dict[str, Any]], report: Callable[[dict[str, Any]], str]
+) -> None:
+    """A benchmark's command line: --smoke, --workers, --json; prints its table."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few MiB and one round (CI)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args()
-    results = run(SMOKE if args.smoke else FULL, args.workers)
-    print(table(results))
+    results = run_at(SMOKE if args.smoke else FULL, args.workers)
+    print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    cli(__doc__, run, table)
