@@ -39,7 +39,7 @@ ORPHAN_GRACE = timedelta(hours=1)  # files of a deleted bucket are swept once un
 PREPARE_ATTEMPTS = 20
 EARLY_CHECK_FROM = 1024 * 1024  # bytes of a declared body from which begin_upload checks the key
 ID_TTL = 1.0  # seconds a bucket's id is reused for reads (see S3Store._read_id)
-LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="s3-head")  # a listing's HEAD requests
+LOOKUPS = ThreadPoolExecutor(16, thread_name_prefix="s3-lookup")  # a listing's HEADs, the buckets' counts
 
 
 def _now() -> datetime:
@@ -299,12 +299,15 @@ class S3Store:
         return self._bucket(name, record, counted=False), True
 
     def list_buckets(self) -> list[Bucket]:
-        """Every bucket, sorted by name."""
-        buckets = []
-        for name in sorted(self._bucket_names()):
-            with contextlib.suppress(BucketNotFound):
-                buckets.append(self.get_bucket(name))
-        return buckets
+        """Every bucket, sorted by name (each one's record and count read in parallel)."""
+
+        def get(name: str) -> Bucket | None:
+            try:
+                return self.get_bucket(name)
+            except BucketNotFound:
+                return None  # deleted since it was listed
+
+        return [b for b in LOOKUPS.map(get, sorted(self._bucket_names())) if b is not None]
 
     def get_bucket(self, name: str) -> Bucket:
         record, _etag = self._load(name)
