@@ -89,6 +89,27 @@ def translated() -> Iterator[None]:
         raise Unavailable(f"the object store is unreachable ({type(exc).__name__})") from exc
 
 
+def put_object(client: Any, condition: dict[str, str], **put: Any) -> Any:
+    """PutObject, with `condition` (IfMatch or IfNoneMatch) when given. Ceph RGW 16 compares
+    If-Match with the object's ETag stripped of its quotes, so it refuses a correct, quoted one:
+    a refusal is retried once unquoted if the object's ETag is indeed still the one sent."""
+    try:
+        return client.put_object(**condition, **put)
+    except ClientError as exc:
+        etag = condition.get("IfMatch", "")
+        if not (is_precondition(exc) and etag.startswith('"')):
+            raise
+        try:
+            now = client.head_object(Bucket=put["Bucket"], Key=put["Key"])["ETag"]
+        except ClientError:
+            raise exc from None
+        if now != etag:
+            raise
+        if hasattr(put["Body"], "seek"):
+            put["Body"].seek(0)
+        return client.put_object(IfMatch=etag.strip('"'), **put)
+
+
 def file_meta(record: File) -> dict[str, str]:
     """The x-amz-meta-* values of a file (header values are ASCII: the name is percent-encoded)."""
     return {

@@ -322,12 +322,13 @@ class S3Store:
             record = record.model_copy(update={**changes, "updated_at": _now()})
             try:
                 with translated():
-                    self.client.put_object(
+                    s3client.put_object(
+                        self.client,
+                        {"IfMatch": etag},
                         Bucket=self.bucket,
                         Key=self._record_key(name),
                         Body=record.model_dump_json().encode(),
                         ContentType="application/json",
-                        IfMatch=etag,
                     )
                 return self._bucket(name, record)
             except PreconditionFailed:

@@ -142,14 +142,15 @@ class S3Upload:
         condition = current.write_condition() if precondition is not None else {}
         if self._upload_id is None:
             with translated(), self._part_file() as body:
-                store.client.put_object(
+                s3client.put_object(
+                    store.client,
+                    condition,
                     Bucket=store.bucket,
                     Key=target,
                     Body=body,
                     ContentLength=self._spooled,
                     ContentType=content_type,
                     Metadata=s3client.file_meta(record),
-                    **condition,
                 )
         else:
             staged = self._complete()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tornado.testing import bind_unused_port
 from storage_server.server import make_server
 from storage_server.settings import Settings
 from storage_server.store import Store, open_store
+from tests.ceph import Ceph
 from tests.seaweed import SeaweedFS, s3_settings
 from tests.service import Service
 
@@ -43,8 +45,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames and not explicit:
         module = metafunc.module.__name__.rsplit(".", 1)[-1]
         fs_only = metafunc.definition.get_closest_marker("fs_only") is not None
-        backends = ["fs", "s3"] if module in BOTH_BACKENDS and not fs_only else ["fs"]
-        metafunc.parametrize("backend", ["s3"] if module == "test_s3store" else backends)
+        engines = ["s3", "ceph"] if os.environ.get("STORAGE_TEST_CEPH") else ["s3"]
+        backends = ["fs", *engines] if module in BOTH_BACKENDS and not fs_only else ["fs"]
+        metafunc.parametrize("backend", engines if module == "test_s3store" else backends)
 
 
 @pytest.fixture(scope="session")
@@ -55,11 +58,21 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     weed.stop()
 
 
+@pytest.fixture(scope="session")
+def ceph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ceph]:
+    """Ceph RGW, when STORAGE_TEST_CEPH is set (`make test-ceph`)."""
+    engine = Ceph.start(tmp_path_factory.mktemp("ceph"))
+    yield engine
+    engine.stop()
+
+
 @pytest.fixture
 def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
     fields: dict[str, Any] = {}
     if backend == "s3":
         fields = s3_settings(request.getfixturevalue("seaweedfs").endpoints[0])
+    elif backend == "ceph":
+        fields = s3_settings(request.getfixturevalue("ceph").endpoint)
     return Settings(path=tmp_path / "data", stall_timeout=2.0, **fields)
 
 
