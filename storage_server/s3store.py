@@ -487,13 +487,18 @@ class S3Store:
     def check_way(self, bucket_id: str, parts: tuple[str, ...]) -> Current:
         """The key's current state; raise Conflict when a file or folder blocks it, as on a
         filesystem (checked, not enforced: two nodes racing can still create both)."""
-        base = self._files(bucket_id)
-        current = self.head(base + "/".join(parts), "", "/".join(parts))
-        if current.record is None and self._any(base + "/".join(parts) + "/"):
+        base, key = self._files(bucket_id), "/".join(parts)
+        # All at once: one round trip of latency, however deep the key.
+        folder = LOOKUPS.submit(self._any, f"{base}{key}/")
+        parents = [
+            LOOKUPS.submit(self.head, base + "/".join(parts[:depth]), "", "")
+            for depth in range(1, len(parts))
+        ]
+        current = self.head(base + key, "", key)
+        if current.record is None and folder.result():
             raise Conflict("a folder stands where the key needs a file")
-        for depth in range(1, len(parts)):
-            if self.head(base + "/".join(parts[:depth]), "", "").record is not None:
-                raise Conflict("a file stands where the key needs a folder")
+        if any(parent.result().record is not None for parent in parents):
+            raise Conflict("a file stands where the key needs a folder")
         return current
 
     def server_copy(self, source: str, etag: str, record: File, target: str, current: Current | None) -> None:
