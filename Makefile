@@ -49,4 +49,4 @@ seaweedfs: install
 # The API suites and the S3 store's tests against Ceph RGW as well, a stricter engine (Debian's
 # packages, installed when missing; a single memstore OSD takes ~20 PUTs/s): outside `make test`.
 test-ceph: install
-	STORAGE_TEST_CEPH=1 $(BIN)/pytest --async-test-timeout=600 -k ceph tests
+	STORAGE_TEST_CEPH=1 $(BIN)/pytest --async-test-timeout=1200 -k ceph tests
