@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from storage_server.blobfs import BlobStore
 from storage_server.store import Store
 from tests.conftest import Api, body_json
 from tests.stored import contents, stored
@@ -39,6 +40,17 @@ async def test_copy_keeps_the_source_and_its_metadata(
     assert stored(store, *dst) == b"alpha"
     assert stored(store, "photos", "dir/a.txt") == b"alpha"
     assert (await api.request("GET", f"/api/v1/files/{dst[0]}/{dst[1]}")).headers["ETag"] == record["etag"]
+
+
+@pytest.mark.fs_only
+async def test_a_move_on_the_filesystem_is_one_rename(api: Api, store: BlobStore, buckets: None) -> None:
+    source_inode = (store.root / "photos" / "dir" / "a.txt").stat().st_ino
+    response = await api.request(
+        "POST", "/api/v1/move", transfer(("photos", "dir/a.txt"), ("archive", "b/a.txt"))
+    )
+    assert response.code == 200, response.body
+    assert (store.root / "archive" / "b" / "a.txt").stat().st_ino == source_inode  # not a copy
+    assert not (store.root / "photos" / "dir").exists()
 
 
 @pytest.mark.parametrize("dst", [("photos", "moved.txt"), ("archive", "deep/moved.txt")])
