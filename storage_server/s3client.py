@@ -110,6 +110,55 @@ def put_object(client: Any, condition: dict[str, str], **put: Any) -> Any:
         return client.put_object(IfMatch=etag.strip('"'), **put)
 
 
+def copy_object(
+    client: Any, bucket: str, source: str, etag: str, record: File, target: str, condition: dict[str, str]
+) -> None:
+    """Copy `source` (at version `etag`) to `target` with `record` as its metadata, inside the
+    engine of `client` (in parts past MAX_COPY); a copy in parts completes under `condition`."""
+    extra = {
+        "ContentType": record.content_type,
+        "Metadata": file_meta(record),
+    }
+    with translated():
+        if record.size <= MAX_COPY:
+            client.copy_object(
+                Bucket=bucket,
+                Key=target,
+                CopySource={"Bucket": bucket, "Key": source},
+                CopySourceIfMatch=etag,
+                MetadataDirective="REPLACE",
+                **extra,
+            )
+            return
+        started = client.create_multipart_upload(Bucket=bucket, Key=target, **extra)
+        upload_id, done = started["UploadId"], []
+        try:
+            step = MAX_COPY // 5
+            for number, first in enumerate(range(0, record.size, step), start=1):
+                last = min(first + step, record.size) - 1
+                part = client.upload_part_copy(
+                    Bucket=bucket,
+                    Key=target,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": bucket, "Key": source},
+                    CopySourceIfMatch=etag,
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+                done.append({"ETag": part["CopyPartResult"]["ETag"], "PartNumber": number})
+            client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=target,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": done},
+                **condition,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.abort_multipart_upload(Bucket=bucket, Key=target, UploadId=upload_id)
+            raise
+
+
 def file_meta(record: File) -> dict[str, str]:
     """The x-amz-meta-* values of a file (header values are ASCII: the name is percent-encoded)."""
     return {

@@ -30,7 +30,7 @@ from .errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, Precondi
 from .keys import validate_bucket_name, validate_key, validate_prefix
 from .models import Bucket, File, Listing
 from .s3client import is_missing, translated
-from .s3upload import S3Upload, Spool
+from .s3staging import S3Reader, S3Upload, Spool
 from .settings import Settings
 from .store import Precondition
 
@@ -66,71 +66,6 @@ class Current:
     def write_condition(self) -> dict[str, str]:
         """PUT arguments that make the engine refuse the write if the key changed since."""
         return {"IfMatch": self.etag} if self.etag else {"IfNoneMatch": "*"}
-
-
-class S3Reader:
-    """A stored object streamed out: ranged GETs, the first one possibly made with the open."""
-
-    def __init__(self, store: S3Store, key: str, record: File, etag: str, first: Any = None) -> None:
-        self._store = store
-        self._key = key
-        self._etag = etag
-        self.record = record
-        self.offset = 0
-        self._end = record.size
-        self._body = first  # an open GET body positioned at `offset`, if any
-        self._head = b""
-
-    def read_ahead(self, size: int) -> None:
-        self._head = self._read_body(size)
-
-    def seek(self, offset: int, length: int) -> None:
-        if (offset, offset + length) != (0, self.record.size):
-            self._close_body()
-            self._head = b""
-        self.offset, self._end = offset, offset + length
-
-    def buffered(self) -> bool:
-        return self.offset < len(self._head)
-
-    def read(self, size: int) -> bytes:
-        size = min(size, self._end - self.offset)
-        if size <= 0:
-            return b""
-        if self.offset < len(self._head):
-            data = self._head[self.offset : self.offset + size]
-        else:
-            data = self._read_body(size)
-        self.offset += len(data)
-        return data
-
-    def _read_body(self, size: int) -> bytes:
-        if self._body is None:
-            with translated():
-                answer = self._store.client.get_object(
-                    Bucket=self._store.bucket,
-                    Key=self._key,
-                    Range=f"bytes={self.offset}-{self._end - 1}",
-                    IfMatch=self._etag,  # the same version as the record sent in the headers
-                )
-            self._body = answer["Body"]
-        chunks, left = [], size
-        with translated():
-            while left > 0:
-                chunk = self._body.read(left)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-        return b"".join(chunks)
-
-    def _close_body(self) -> None:
-        body, self._body = self._body, None
-        if body is not None:
-            body.close()
-
-    def close(self) -> None:
-        self._close_body()
 
 
 class S3Folder:
@@ -438,7 +373,8 @@ class S3Store:
             dates["created_at"] = current.record.created_at
         record = source.record.model_copy(update={"bucket": dst_bucket, "path": "/".join(dst_parts), **dates})
         target = self._files(dst_id) + record.path
-        self.server_copy(source_key, source.etag, record, target, current if precondition else None)
+        condition = current.write_condition() if precondition is not None else {}
+        s3client.copy_object(self.client, self.bucket, source_key, source.etag, record, target, condition)
         self.confirm(dst_bucket, dst_id, target)
         return record
 
@@ -500,52 +436,6 @@ class S3Store:
         if any(parent.result().record is not None for parent in parents):
             raise Conflict("a file stands where the key needs a folder")
         return current
-
-    def server_copy(self, source: str, etag: str, record: File, target: str, current: Current | None) -> None:
-        """Copy `source` (at version `etag`) to `target` with `record` as its metadata, inside the
-        engine; with `current`, only if the target has not changed since."""
-        extra = {
-            "ContentType": record.content_type,
-            "Metadata": s3client.file_meta(record),
-        }
-        with translated():
-            if record.size <= s3client.MAX_COPY:
-                self.client.copy_object(
-                    Bucket=self.bucket,
-                    Key=target,
-                    CopySource={"Bucket": self.bucket, "Key": source},
-                    CopySourceIfMatch=etag,
-                    MetadataDirective="REPLACE",
-                    **extra,
-                )
-                return
-            started = self.client.create_multipart_upload(Bucket=self.bucket, Key=target, **extra)
-            upload_id, done = started["UploadId"], []
-            try:
-                step = s3client.MAX_COPY // 5
-                for number, first in enumerate(range(0, record.size, step), start=1):
-                    last = min(first + step, record.size) - 1
-                    part = self.client.upload_part_copy(
-                        Bucket=self.bucket,
-                        Key=target,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        CopySource={"Bucket": self.bucket, "Key": source},
-                        CopySourceIfMatch=etag,
-                        CopySourceRange=f"bytes={first}-{last}",
-                    )
-                    done.append({"ETag": part["CopyPartResult"]["ETag"], "PartNumber": number})
-                self.client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=target,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": done},
-                    **(current.write_condition() if current is not None else {}),
-                )
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload_id)
-                raise
 
     def confirm(self, bucket: str, bucket_id: str, target: str) -> None:
         """After a write: raise BucketNotFound (and remove the write) if the bucket was deleted

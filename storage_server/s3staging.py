@@ -1,7 +1,8 @@
-"""An upload into the S3 store: bytes are spooled to a local temp file one part at a time, so
-memory stays flat whatever the size. Up to one part it becomes a single PUT; beyond, a multipart
-upload into a staging key, copied inside the engine to its key with the metadata (the sha256 is
-known only at the end, and an object's metadata cannot change after it is written)."""
+"""The S3 store's two open objects, as staging.py holds the filesystem store's: an S3Reader
+streams a stored object out with ranged GETs; an S3Upload spools bytes to a local file one part at
+a time (memory stays flat at any size) and sends them: up to one part as a single PUT, beyond as a
+multipart upload into a staging key, copied inside the engine to its key with the metadata (the
+sha256 is known only at the end, and an object's metadata cannot change once written)."""
 
 from __future__ import annotations
 
@@ -154,8 +155,8 @@ class S3Upload:
                 )
         else:
             staged = self._complete()
-            store.server_copy(
-                staged["key"], staged["etag"], record, target, current if precondition else None
+            s3client.copy_object(
+                store.client, store.bucket, staged["key"], staged["etag"], record, target, condition
             )
         store.confirm(self._bucket, self._bucket_id, target)
         return record
@@ -230,3 +231,68 @@ class S3Upload:
                 store.client.abort_multipart_upload(Bucket=store.bucket, Key=staging, UploadId=upload_id)
             elif staging is not None:
                 store.client.delete_object(Bucket=store.bucket, Key=staging)
+
+
+class S3Reader:
+    """A stored object streamed out: ranged GETs, the first one possibly made with the open."""
+
+    def __init__(self, store: S3Store, key: str, record: File, etag: str, first: Any = None) -> None:
+        self._store = store
+        self._key = key
+        self._etag = etag
+        self.record = record
+        self.offset = 0
+        self._end = record.size
+        self._body = first  # an open GET body positioned at `offset`, if any
+        self._head = b""
+
+    def read_ahead(self, size: int) -> None:
+        self._head = self._read_body(size)
+
+    def seek(self, offset: int, length: int) -> None:
+        if (offset, offset + length) != (0, self.record.size):
+            self._close_body()
+            self._head = b""
+        self.offset, self._end = offset, offset + length
+
+    def buffered(self) -> bool:
+        return self.offset < len(self._head)
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self._end - self.offset)
+        if size <= 0:
+            return b""
+        if self.offset < len(self._head):
+            data = self._head[self.offset : self.offset + size]
+        else:
+            data = self._read_body(size)
+        self.offset += len(data)
+        return data
+
+    def _read_body(self, size: int) -> bytes:
+        if self._body is None:
+            with translated():
+                answer = self._store.client.get_object(
+                    Bucket=self._store.bucket,
+                    Key=self._key,
+                    Range=f"bytes={self.offset}-{self._end - 1}",
+                    IfMatch=self._etag,  # the same version as the record sent in the headers
+                )
+            self._body = answer["Body"]
+        chunks, left = [], size
+        with translated():
+            while left > 0:
+                chunk = self._body.read(left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        return b"".join(chunks)
+
+    def _close_body(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            body.close()
+
+    def close(self) -> None:
+        self._close_body()
