@@ -290,6 +290,7 @@ def main() -> None:
     parser.add_argument("shape", choices=["single", "cluster"])
     parser.add_argument("folder", type=Path)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the cluster on SIGTERM too
     weed = SeaweedFS.cluster(args.folder) if args.shape == "cluster" else SeaweedFS.single(args.folder)
     try:
         weed.make_bucket("storage-server")
