@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import listing, s3client
 from .errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, PreconditionFailed, Unavailable
-from .keys import validate_bucket_name, validate_key, validate_prefix
+from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
 from .models import Bucket, File, Listing
 from .s3client import is_missing, translated
 from .s3staging import S3Reader, S3Upload, Spool
@@ -475,7 +475,8 @@ class S3Store:
 
     def _bucket_names(self) -> list[str]:
         start = f"{self.prefix}buckets/"
-        return [item["Key"][len(start) :] for page in self.pages(start) for item in page.get("Contents", ())]
+        names = (item["Key"][len(start) :] for page in self.pages(start) for item in page.get("Contents", ()))
+        return [name for name in names if is_bucket_name(name)]  # anything else there is not ours
 
     def _read_id(self, name: str) -> str:
         """The bucket's id for a read, looked up at most once a second per worker: a read costs
