@@ -50,9 +50,6 @@ class BlobStore:
     def for_settings(cls, config: Settings) -> BlobStore:
         return cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
 
-    def __repr__(self) -> str:
-        return f"files under {self.root}"
-
     def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
         self.root = Path(os.path.abspath(root))
         self.fsync = fsync
@@ -63,6 +60,9 @@ class BlobStore:
         self._locks = internal / "locks"
         self._workers = internal / "workers"
         self._alive: int | None = None
+
+    def __repr__(self) -> str:
+        return f"files under {self.root}"
 
     # -- start-up, health, recovery -------------------------------------------------------------
 

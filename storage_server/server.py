@@ -13,6 +13,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from . import telemetry
+from .errors import StorageError
 from .handlers import make_app
 from .notify import notify
 from .settings import Settings
@@ -86,6 +87,6 @@ async def _upkeep(store: Store) -> None:
             removed = await asyncio.to_thread(store.sweep)
             if removed:
                 log.info("removed %d stale temp entries", removed)
-        except OSError:
+        except (OSError, StorageError):  # the disk or the object store: try again next time
             log.exception("temp sweep failed")
         await asyncio.sleep(SWEEP_EVERY)
