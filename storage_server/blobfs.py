@@ -214,6 +214,10 @@ class BlobStore:
                 buckets.append(self._get_bucket(name))
         return buckets
 
+    def check_bucket(self, name: str) -> None:
+        """Raise InvalidName or BucketNotFound unless the bucket exists."""
+        os.close(self._open_bucket(name))
+
     def get_bucket(self, name: str) -> Bucket:
         """The bucket's record; raise InvalidName or BucketNotFound."""
         return self._get_bucket(name)

@@ -149,7 +149,7 @@ class BatchDeleteHandler(BaseHandler):
 
     async def post(self, name: str) -> None:
         req = self.parse(BatchDelete)
-        await self.call(self.store.get_bucket, name)  # 404 for the whole batch
+        await self.call(self.store.check_bucket, name)  # 404 for the whole batch
         results = await self.call(_delete_each, self.store, name, req.paths)
         self.send_json(BatchDeleteResult(results=results))
 

@@ -75,15 +75,22 @@ def is_precondition(exc: ClientError) -> bool:
     return status(exc) == 412 or code(exc) == "PreconditionFailed"
 
 
+class Missing(Unavailable):
+    """The engine has no such key (404). Callers turn it into their own not-found; left alone,
+    it is an Unavailable like any other failure of the engine."""
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Turn what the engine says into StorageErrors: 412 → PreconditionFailed, anything else it
-    (or the network) fails with → Unavailable. A missing key is for the caller to handle first."""
+    """Turn what the engine says into StorageErrors: 404 → Missing, 412 → PreconditionFailed,
+    anything else it (or the network) fails with → Unavailable."""
     try:
         yield
     except ClientError as exc:
         if is_precondition(exc):
             raise PreconditionFailed("the file changed meanwhile (If-Match / If-None-Match)") from exc
+        if is_missing(exc):
+            raise Missing(f"the object store has no such key ({code(exc)})") from exc
         raise Unavailable(f"the object store answered {status(exc)} {code(exc)}") from exc
     except BotoCoreError as exc:
         raise Unavailable(f"the object store is unreachable ({type(exc).__name__})") from exc

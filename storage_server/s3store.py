@@ -29,7 +29,7 @@ from . import listing, s3client
 from .errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, PreconditionFailed, Unavailable
 from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
 from .models import Bucket, File, Listing
-from .s3client import is_missing, translated
+from .s3client import Missing, is_missing, translated
 from .s3staging import S3Reader, S3Upload, Spool
 from .settings import Settings
 from .store import Precondition
@@ -244,6 +244,10 @@ class S3Store:
 
         return [b for b in LOOKUPS.map(get, sorted(self._bucket_names())) if b is not None]
 
+    def check_bucket(self, name: str) -> None:
+        """Raise InvalidName or BucketNotFound unless the bucket exists (its record only)."""
+        self._load(name)
+
     def get_bucket(self, name: str) -> Bucket:
         record, _etag = self._load(name)
         return self._bucket(name, record)
@@ -304,10 +308,8 @@ class S3Store:
                     answer = self.client.get_object(Bucket=self.bucket, Key=target)
                 else:
                     answer = self.client.head_object(Bucket=self.bucket, Key=target)
-        except Unavailable as exc:
-            if isinstance(exc.__cause__, ClientError) and is_missing(exc.__cause__):
-                raise FileNotFound(bucket, key) from None
-            raise
+        except Missing:
+            raise FileNotFound(bucket, key) from None
         reader = S3Reader(
             self, target, s3client.file_record(bucket, key, answer), answer["ETag"], answer.get("Body")
         )
@@ -414,10 +416,8 @@ class S3Store:
         try:
             with translated():
                 answer = self.client.head_object(Bucket=self.bucket, Key=target)
-        except Unavailable as exc:
-            if isinstance(exc.__cause__, ClientError) and is_missing(exc.__cause__):
-                return Current()
-            raise
+        except Missing:
+            return Current()
         return Current(s3client.file_record(bucket, key, answer), answer["ETag"])
 
     def check_way(self, bucket_id: str, parts: tuple[str, ...]) -> Current:
@@ -493,11 +493,9 @@ class S3Store:
             with translated():
                 answer = self.client.get_object(Bucket=self.bucket, Key=self._record_key(name))
                 body = answer["Body"].read()
-        except Unavailable as exc:
-            if isinstance(exc.__cause__, ClientError) and is_missing(exc.__cause__):
-                self._ids.pop(name, None)
-                raise BucketNotFound(name) from None
-            raise
+        except Missing:
+            self._ids.pop(name, None)
+            raise BucketNotFound(name) from None
         try:
             record = BucketRecord.model_validate_json(body)
         except ValidationError:

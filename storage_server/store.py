@@ -74,6 +74,10 @@ class Store(Protocol):
 
     def list_buckets(self) -> list[Bucket]: ...
 
+    def check_bucket(self, name: str) -> None:
+        """Raise InvalidName or BucketNotFound unless the bucket exists; cheaper than get_bucket,
+        which also counts its files."""
+
     def get_bucket(self, name: str) -> Bucket: ...
 
     def update_bucket(self, name: str, changes: dict[str, Any]) -> Bucket: ...
