@@ -21,10 +21,12 @@ from pydantic_settings import CliApp
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from storage_server.errors import StorageError
+from storage_server import telemetry
+from storage_server.backends import open_store
 from storage_server.notify import notify
+from storage_server.server import serve
 from storage_server.settings import Settings
-from storage_server.store import open_store
+from storage_server.store.errors import StorageError
 
 log = logging.getLogger("storage_server")
 MAX_RESTARTS = 1000
@@ -88,9 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.getpid() == supervisor:  # workers inherit this hook; only the supervisor cleans up
             shutil.rmtree(metrics, ignore_errors=True)
 
-    # Workers write their metrics there; this must be set before prometheus_client is imported.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics
-    from storage_server.server import serve
+    telemetry.setup(metrics)  # before the fork: every worker writes its samples there
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -28,7 +28,7 @@ def fill(store: BlobStore, count: int, per_folder: int) -> None:
     for i in range(count):
         upload = store.begin_upload("bench", f"f{i // per_folder:04d}/{i:07d}.txt")
         upload.write(b"x")
-        upload.commit("text/plain", "x.txt")
+        upload.commit(content_type="text/plain", name="x.txt")
 
 
 def main() -> None:

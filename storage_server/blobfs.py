@@ -1,14 +1,9 @@
 """The filesystem store: buckets are folders under the root, files are plain files, and each
 record's metadata rides in a user xattr, so it becomes visible in the same rename as the bytes.
 
-It raises the StorageError subclasses of `errors.py` (and lets unexpected OSErrors through).
-
-Locks (all flock, so they hold across worker processes and die with their holder):
-- bucket folder, shared: held by anything that changes files in the bucket; exclusive: held
-  while the bucket is deleted or its metadata updated.
-- `.storage-server/locks/<bucket>.lock`, exclusive: serializes the changes of one bucket's
-  files (rename or unlink, precondition check, file and byte counters), for milliseconds.
-- temp files and worker markers: held for their lifetime, so sweeps can tell the dead.
+It implements the store contract (`store/contract.py`) and raises its StorageErrors (and lets
+unexpected OSErrors through). Its parts live in `fs/`: the layout and locks (`fs/layout.py`, see
+there), the primitives (`fs/ops.py`), the reader and the atomic upload (`fs/staging.py`).
 """
 
 from __future__ import annotations
@@ -18,32 +13,27 @@ import fcntl
 import os
 import shutil
 import stat
-import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from . import fsops, listing
-from .errors import BucketNotFound, Conflict, FileNotFound, InsufficientStorage, InvalidKey, Unavailable
-from .keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
-from .models import Bucket, File, Listing
+from .fs import ops as fsops
+from .fs.folders import DirFolder, sizes
+from .fs.layout import INTERNAL_DIR, Layout
+from .fs.staging import COMMIT_ATTEMPTS, BlobReader, Upload
 from .settings import Settings
-from .staging import COMMIT_ATTEMPTS, BlobReader, Upload
-from .store import Precondition
+from .store import walk
+from .store.contract import Precondition
+from .store.errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, Unavailable
+from .store.keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
+from .store.localdisk import is_locked, os_errors, sweep_folder
+from .store.records import BucketChanges, BucketRecord, FileRecord, Page, now
 
-__all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Precondition", "Upload"]
+__all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Upload"]
 
-INTERNAL_DIR = ".storage-server"  # a bucket name cannot start with "."
 SWEEP_GRACE = 60.0  # seconds; see BlobStore.sweep
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class BlobStore:
+class BlobStore(Layout):
     """Buckets and files under `root`. Synchronous and blocking: call it from worker threads."""
 
     @classmethod
@@ -51,14 +41,7 @@ class BlobStore:
         return cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
 
     def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
-        self.root = Path(os.path.abspath(root))
-        self.fsync = fsync
-        self.reserve = reserve
-        internal = self.root / INTERNAL_DIR
-        self._tmp = internal / "tmp"
-        self._trash = internal / "trash"
-        self._locks = internal / "locks"
-        self._workers = internal / "workers"
+        super().__init__(root, fsync=fsync, reserve=reserve)
         self._alive: int | None = None
 
     def __repr__(self) -> str:
@@ -69,13 +52,13 @@ class BlobStore:
     def prepare(self) -> None:
         """Create the root and internal folders and check that the filesystem has what the store
         needs (user xattrs, renameat2); raise Unavailable with the reason if not."""
-        probe = self._tmp / f"{uuid.uuid4().hex}.probe"
+        probe = self.tmp / f"{uuid.uuid4().hex}.probe"
         try:
-            for folder in (self._tmp, self._trash, self._locks, self._workers):
+            for folder in (self.tmp, self.trash, self.locks, self.workers):
                 folder.mkdir(parents=True, exist_ok=True)
             probe.mkdir()
             os.setxattr(probe, fsops.BUCKET_XATTR, b"{}")
-            tmp_fd = os.open(self._tmp, fsops.DIR)
+            tmp_fd = os.open(self.tmp, fsops.DIR)
             try:
                 fsops.rename_noreplace(probe, tmp_fd, probe.name)
             except FileExistsError:
@@ -97,24 +80,11 @@ class BlobStore:
         A live upload or bucket delete holds an flock on its entry; `grace` spares entries so
         new that their creator may not have locked them yet. With no worker running, 0 is safe.
         """
-        removed = 0
-        cutoff = time.time() - grace
-        for folder in (self._tmp, self._trash):
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.stat(follow_symlinks=False).st_mtime > cutoff or fsops.is_locked(entry.path):
-                            continue
-                        if entry.is_dir(follow_symlinks=False):
-                            shutil.rmtree(entry.path, ignore_errors=True)
-                        else:
-                            os.unlink(entry.path)
-                        removed += 1
-        return removed
+        return sweep_folder(self.tmp, grace) + sweep_folder(self.trash, grace, remove_dir=True)
 
     def register_worker(self) -> None:
         """Mark this process as a live worker until it exits (or unregisters)."""
-        marker = self._workers / f"{os.getpid()}-{uuid.uuid4().hex}.alive"
+        marker = self.workers / f"{os.getpid()}-{uuid.uuid4().hex}.alive"
         self._alive = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(self._alive, fcntl.LOCK_EX)
         self._alive_path = marker
@@ -130,10 +100,10 @@ class BlobStore:
         """Recount every bucket if a worker died without unregistering (it may have been between
         a rename and its counter update); return the PIDs of such workers."""
         dead = []
-        with os.scandir(self._workers) as entries:
+        with os.scandir(self.workers) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    if not fsops.is_locked(entry.path):
+                    if not is_locked(entry.path):
                         os.unlink(entry.path)
                         dead.append(int(entry.name.split("-", 1)[0]))
         if dead:
@@ -142,16 +112,16 @@ class BlobStore:
                     self.recount(bucket.name)
         return dead
 
-    def recount(self, name: str) -> Bucket:
+    def recount(self, name: str) -> BucketRecord:
         """Recompute the bucket's file and byte counters by walking it."""
-        with self._locked_bucket(name, exclusive=False) as fd, self._mutating(name):
-            found = list(listing.sizes(fd))
+        with self.locked_bucket(name, exclusive=False) as fd, self.mutating(name):
+            found = list(sizes(fd))
             fsops.set_stats(fd, len(found), sum(found))
             return fsops.read_bucket(fd, name)
 
     def is_writable(self) -> bool:
         """True when a file can be created, written and removed in the storage path."""
-        probe = self._tmp / f"{uuid.uuid4().hex}.health"
+        probe = self.tmp / f"{uuid.uuid4().hex}.health"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError:
@@ -166,29 +136,23 @@ class BlobStore:
             with contextlib.suppress(OSError):
                 os.unlink(probe)
 
-    def free_bytes(self) -> int:
-        """Bytes an unprivileged writer can still store under the root."""
-        info = os.statvfs(self.root)
-        return info.f_bavail * info.f_frsize
-
-    def check_space(self, size: int) -> None:
-        """Raise InsufficientStorage unless `size` more bytes leave the reserve untouched."""
-        if self.free_bytes() - size < self.reserve:
-            raise InsufficientStorage(f"not enough free space for {size} more bytes")
-
     # -- buckets ----------------------------------------------------------------------------------
 
-    def create_bucket(self, name: str, *, public: bool, description: str | None) -> tuple[Bucket, bool]:
+    def create_bucket(
+        self, name: str, *, public: bool = False, description: str | None = None
+    ) -> tuple[BucketRecord, bool]:
         """Create a bucket and return it with True, or return the existing one untouched with False.
 
         Raises InvalidName. The folder appears with its metadata in one renameat2.
         """
         validate_bucket_name(name)
-        now = _now()
-        bucket = Bucket(name=name, public=public, description=description, created_at=now, updated_at=now)
-        staged = self._tmp / f"{uuid.uuid4().hex}.bucket"
+        when = now()
+        bucket = BucketRecord(
+            name=name, public=public, description=description, created_at=when, updated_at=when
+        )
+        staged = self.tmp / f"{uuid.uuid4().hex}.bucket"
         created = False
-        with self._root() as root_fd, fsops.translated("the bucket"):
+        with self.root_fd() as root_fd, os_errors("the bucket"):
             try:
                 os.mkdir(staged)
                 os.setxattr(staged, fsops.BUCKET_XATTR, fsops.bucket_meta(bucket))
@@ -204,10 +168,10 @@ class BlobStore:
                 os.fsync(root_fd)
         return (bucket, True) if created else (self.get_bucket(name), False)
 
-    def list_buckets(self) -> list[Bucket]:
+    def list_buckets(self) -> list[BucketRecord]:
         """Every bucket, sorted by name."""
         buckets = []
-        with self._root() as root_fd:
+        with self.root_fd() as root_fd:
             names = sorted(n for n in os.listdir(root_fd) if is_bucket_name(n))
         for name in names:
             with contextlib.suppress(BucketNotFound):
@@ -216,20 +180,21 @@ class BlobStore:
 
     def check_bucket(self, name: str) -> None:
         """Raise InvalidName or BucketNotFound unless the bucket exists."""
-        os.close(self._open_bucket(name))
+        os.close(self.open_bucket(name))
 
-    def get_bucket(self, name: str) -> Bucket:
+    def get_bucket(self, name: str) -> BucketRecord:
         """The bucket's record; raise InvalidName or BucketNotFound."""
         return self._get_bucket(name)
 
-    def update_bucket(self, name: str, changes: dict[str, Any]) -> Bucket:
+    def update_bucket(self, name: str, changes: BucketChanges) -> BucketRecord:
         """Apply `changes` (public, description) and return the bucket; raise BucketNotFound."""
-        with self._locked_bucket(name, exclusive=True) as fd:
+        fields = changes.as_dict()
+        with self.locked_bucket(name, exclusive=True) as fd:
             bucket = fsops.read_bucket(fd, name)
-            if all(getattr(bucket, field) == value for field, value in changes.items()):
+            if all(getattr(bucket, field) == value for field, value in fields.items()):
                 return bucket
-            bucket = bucket.model_copy(update={**changes, "updated_at": _now()})
-            with fsops.translated("the bucket"):
+            bucket = bucket.model_copy(update={**fields, "updated_at": now()})
+            with os_errors("the bucket"):
                 os.setxattr(fd, fsops.BUCKET_XATTR, fsops.bucket_meta(bucket))
                 if self.fsync:
                     os.fsync(fd)
@@ -241,8 +206,8 @@ class BlobStore:
         Under an exclusive lock the bucket is renamed into the trash, so it disappears at once
         and no upload committing afterwards can recreate it; the files are removed after.
         """
-        trashed = self._trash / f"{name}.{uuid.uuid4().hex}"
-        with self._locked_bucket(name, exclusive=True), self._root() as root_fd:
+        trashed = self.trash / f"{name}.{uuid.uuid4().hex}"
+        with self.locked_bucket(name, exclusive=True), self.root_fd() as root_fd:
             os.rename(name, trashed, src_dir_fd=root_fd)
             if self.fsync:
                 os.fsync(root_fd)
@@ -251,7 +216,13 @@ class BlobStore:
     # -- files ------------------------------------------------------------------------------------
 
     def begin_upload(
-        self, bucket: str, key: str, size: int | None = None, precondition: Precondition | None = None
+        self,
+        bucket: str,
+        key: str,
+        *,
+        size: int | None = None,
+        precondition: Precondition | None = None,
+        md5: bool = False,
     ) -> Upload:
         """Start an upload of `key` (of `size` bytes, when known).
 
@@ -261,22 +232,21 @@ class BlobStore:
         """
         parts = validate_key(key)
         self.check_space(size or 0)
-        bucket_fd = self._open_bucket(bucket)
+        bucket_fd = self.open_bucket(bucket)
         try:
             current = self._check_way(bucket_fd, parts)
             if precondition is not None:
                 precondition(current)
-            with fsops.translated("the upload"):
-                return Upload(self, bucket, parts, bucket_fd)
+            with os_errors("the upload"):
+                return Upload(self, bucket, parts, bucket_fd, md5=md5)
         except BaseException:
             os.close(bucket_fd)
             raise
 
-    def open_file(self, bucket: str, key: str, read_ahead: int = 0) -> BlobReader:
-        """Open a stored file (reading its first `read_ahead` bytes at once); raise InvalidKey,
-        InvalidName, BucketNotFound or FileNotFound."""
+    def open_file(self, bucket: str, key: str, *, stream: bool = False) -> BlobReader:
+        """Open a stored file; raise InvalidKey, InvalidName, BucketNotFound or FileNotFound."""
         parts = validate_key(key)
-        bucket_fd = self._open_bucket(bucket)
+        bucket_fd = self.open_bucket(bucket)
         try:
             parent = fsops.open_parent(bucket_fd, parts, create=False, fsync=self.fsync)
             try:
@@ -293,21 +263,18 @@ class BlobStore:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise FileNotFound(bucket, key)
-            reader = BlobReader(fd, fsops.file_record(fd, info, bucket, "/".join(parts)))
-            if read_ahead:
-                reader.read_ahead(read_ahead)
-            return reader
+            return BlobReader(fd, fsops.file_record(fd, info, bucket, "/".join(parts)))
         except BaseException:
             os.close(fd)
             raise
 
-    def delete_file(self, bucket: str, key: str, precondition: Precondition | None = None) -> bool:
+    def delete_file(self, bucket: str, key: str, *, precondition: Precondition | None = None) -> bool:
         """Delete a file and the folders it leaves empty; return False if there was none.
 
         Raises InvalidKey, InvalidName, BucketNotFound, PreconditionFailed.
         """
         parts = validate_key(key)
-        with self._locked_bucket(bucket, exclusive=False) as bucket_fd:
+        with self.locked_bucket(bucket, exclusive=False) as bucket_fd:
             try:
                 chain = fsops.open_chain(bucket_fd, parts[:-1])
             except OSError as exc:
@@ -317,7 +284,7 @@ class BlobStore:
                     precondition(None)
                 return False
             try:
-                with self._mutating(bucket):
+                with self.mutating(bucket):
                     current = fsops.current(chain[-1], parts[-1])
                     if precondition is not None:
                         precondition(current.record)
@@ -339,8 +306,9 @@ class BlobStore:
         src_key: str,
         dst_bucket: str,
         dst_key: str,
+        *,
         precondition: Precondition | None = None,
-    ) -> File:
+    ) -> FileRecord:
         """Rename a file to another key, in the same or another bucket, in one atomic step.
 
         The destination is replaced if present (unless `precondition` refuses). Raises InvalidKey,
@@ -348,11 +316,11 @@ class BlobStore:
         """
         src_parts, dst_parts = validate_key(src_key), validate_key(dst_key)
         with contextlib.ExitStack() as stack:
-            src_fd = stack.enter_context(self._locked_bucket(src_bucket, exclusive=False))
+            src_fd = stack.enter_context(self.locked_bucket(src_bucket, exclusive=False))
             dst_fd = (
                 src_fd
                 if dst_bucket == src_bucket
-                else stack.enter_context(self._locked_bucket(dst_bucket, exclusive=False))
+                else stack.enter_context(self.locked_bucket(dst_bucket, exclusive=False))
             )
             try:
                 src_chain = fsops.open_chain(src_fd, src_parts[:-1])
@@ -364,14 +332,14 @@ class BlobStore:
                 stack.callback(os.close, fd)
             for _attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    with fsops.translated("the destination"):
+                    with os_errors("the destination"):
                         dst_parent = fsops.open_parent(dst_fd, dst_parts, create=True, fsync=self.fsync)
                 except FileNotFoundError:
                     continue
                 try:
-                    with fsops.translated("the destination"), contextlib.ExitStack() as locks:
+                    with os_errors("the destination"), contextlib.ExitStack() as locks:
                         for name in sorted({src_bucket, dst_bucket}):
-                            locks.enter_context(self._mutating(name))
+                            locks.enter_context(self.mutating(name))
                         source = fsops.current(src_chain[-1], src_parts[-1]).record
                         if source is None:
                             raise FileNotFound(src_bucket, src_key)
@@ -405,31 +373,42 @@ class BlobStore:
         src_key: str,
         dst_bucket: str,
         dst_key: str,
+        *,
         precondition: Precondition | None = None,
-    ) -> File:
+    ) -> FileRecord:
         """Copy a file (bytes and metadata) to another key; same errors as move_file."""
         reader = self.open_file(src_bucket, src_key)
         try:
-            upload = self.begin_upload(dst_bucket, dst_key, reader.record.size, precondition)
+            upload = self.begin_upload(
+                dst_bucket, dst_key, size=reader.record.size, precondition=precondition
+            )
             try:
                 upload.copy_from(reader)
-                return upload.commit(reader.record.content_type, reader.record.name, precondition)
+                source = reader.record
+                return upload.commit(
+                    content_type=source.content_type,
+                    name=source.name,
+                    metadata=source.metadata,
+                    precondition=precondition,
+                )
             finally:
                 upload.abort()
         finally:
             reader.close()
 
     def list_files(
-        self, bucket: str, prefix: str, delimited: bool, limit: int, after: bytes | None
-    ) -> Listing:
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimited: bool = False,
+        limit: int = 1000,
+        after: bytes | None = None,
+    ) -> Page:
         """One page of the files (and, when `delimited`, folders) whose keys start with `prefix`,
         in UTF-8 byte order, after the key whose UTF-8 bytes are `after`. A prefix no key can have
         lists nothing. Raises InvalidName, BucketNotFound."""
-        files: list[File] = []
-        common: list[str] = []
-        last = None
-        more = False
-        bucket_fd = self._open_bucket(bucket)
+        bucket_fd = self.open_bucket(bucket)
         try:
             folders, partial = validate_prefix(prefix)
             chain = fsops.open_chain(bucket_fd, folders)
@@ -443,109 +422,33 @@ class BlobStore:
             os.close(bucket_fd)
         try:
             base = "".join(f"{f}/" for f in folders)
-            top = listing.DirFolder(chain[-1]) if chain else None
-            for entry in listing.walk(top, base, partial, delimited, after) if top else ():
-                if len(files) + len(common) == limit:
-                    more = True
-                    break
-                last = entry.key
+            found = walk.walk(DirFolder(chain[-1]), base, partial, delimited, after) if chain else iter(())
+            files: list[FileRecord] = []
+            common: list[str] = []
+            taken, last = 0, None
+            for entry in found:
+                if taken == limit:
+                    return Page(files=files, folders=common, next_after=last)
+                taken, last = taken + 1, entry.key
                 if entry.folder:
                     common.append(entry.key)
                 elif (record := fsops.record_at(entry.parent.fd, entry.name, bucket, entry.key)) is not None:
                     files.append(record)
+            return Page(files=files, folders=common)
         finally:
             for fd in chain:
                 os.close(fd)
-        return Listing(
-            bucket=bucket,
-            prefix=prefix,
-            delimiter="/" if delimited else None,
-            files=files,
-            folders=common,
-            next_after=last if more else None,
-        )
 
     # -- internals --------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _root(self) -> Iterator[int]:
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise Unavailable("the storage path is unavailable") from exc
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
-    def _open_temp(self, path: Path) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # marks it live for sweep()
-        return fd
-
-    def _bucket_path(self, name: str) -> str:
-        return f"{self.root}/{validate_bucket_name(name)}"
-
-    def _open_bucket(self, name: str) -> int:
-        """Open the bucket's folder by its path (one syscall; the bucket itself is never a
-        followed symlink); raise InvalidName, BucketNotFound, or Unavailable without a root."""
-        try:
-            return os.open(self._bucket_path(name), fsops.DIR)
-        except OSError as exc:
-            if exc.errno not in fsops.ABSENT:
-                raise
-            if not os.path.isdir(self.root):
-                raise Unavailable("the storage path is unavailable") from exc
-            raise BucketNotFound(name) from None
-
-    def _get_bucket(self, name: str) -> Bucket:
-        fd = self._open_bucket(name)
+    def _get_bucket(self, name: str) -> BucketRecord:
+        fd = self.open_bucket(name)
         try:
             return fsops.read_bucket(fd, name)
         finally:
             os.close(fd)
 
-    @contextlib.contextmanager
-    def _locked_bucket(self, name: str, *, exclusive: bool) -> Iterator[int]:
-        """Open and flock the bucket folder, checking it is still the one under its name."""
-        fd = self._open_bucket(name)
-        try:
-            with self._locking(fd, name, exclusive=exclusive):
-                yield fd
-        finally:
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def _locking(self, fd: int, name: str, *, exclusive: bool) -> Iterator[None]:
-        """flock an open bucket folder; raise BucketNotFound unless it still stands under `name`.
-
-        delete_bucket renames under the exclusive lock, so once the check passes with any lock
-        held, the bucket stays put until the lock is released.
-        """
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            try:
-                now = os.stat(self._bucket_path(name), follow_symlinks=False)
-            except FileNotFoundError:
-                raise BucketNotFound(name) from None
-            info = os.fstat(fd)
-            if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-                raise BucketNotFound(name)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def _mutating(self, bucket: str) -> Iterator[None]:
-        """The bucket's mutation lock: one rename or unlink (and its counter update) at a time."""
-        fd = os.open(self._locks / f"{bucket}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _check_way(self, bucket_fd: int, parts: tuple[str, ...]) -> File | None:
+    def _check_way(self, bucket_fd: int, parts: tuple[str, ...]) -> FileRecord | None:
         """The record now at the key, if any; raise Conflict when a file or folder blocks it."""
         try:
             parent = fsops.open_parent(bucket_fd, parts, create=False, fsync=self.fsync)

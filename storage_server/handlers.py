@@ -1,5 +1,6 @@
-"""The route table and the small handlers: health, buckets, listings, batch delete, copy and
-move, the OpenAPI document, Swagger UI and metrics. `make_app` builds the application."""
+"""The native JSON API: its route table and its small handlers (health, buckets, listings, batch
+delete, copy and move, the OpenAPI document, Swagger UI and metrics; the file route is in
+native/files.py). `make_app` builds the application."""
 
 from __future__ import annotations
 
@@ -10,16 +11,20 @@ from typing import Any, ClassVar
 
 from tornado.web import Application, RequestHandler, StaticFileHandler
 
-from . import __version__, openapi, telemetry
-from .base import ApiError, BaseHandler, Op, api_error
-from .conditional import Conditions
-from .models import (
+from . import __version__, telemetry
+from .native import openapi
+from .native.base import BaseHandler, Op
+from .native.conditional import Conditions
+from .native.errors import ApiError, api_error
+from .native.files import CONDITIONAL, FileHandler
+from .native.models import (
     BatchDelete,
     BatchDeleteResult,
     Bucket,
     BucketCreate,
     BucketUpdate,
     DeleteResult,
+    File,
     Health,
     Listing,
     ListQuery,
@@ -28,15 +33,14 @@ from .models import (
     UploadResult,
 )
 from .settings import Settings
-from .store import Store
-from .transfer import CONDITIONAL, FileHandler
+from .store.contract import Store
 
 API = "/api/v1"
 
 
 class NotFoundHandler(BaseHandler):
     def prepare(self) -> None:
-        raise ApiError(404, "not_found", f"no route for {self.request.path}")
+        raise ApiError("not_found", f"no route for {self.request.path}")
 
 
 class HealthHandler(BaseHandler):
@@ -72,10 +76,10 @@ class BucketsHandler(BaseHandler):
         bucket, created = await self.call(
             self.store.create_bucket, req.name, public=req.public, description=req.description
         )
-        self.send_json(bucket, 201 if created else 200)
+        self.send_json(Bucket.of(bucket), 201 if created else 200)
 
     async def get(self) -> None:
-        self.send_json(await self.call(self.store.list_buckets))
+        self.send_json([Bucket.of(b) for b in await self.call(self.store.list_buckets)])
 
 
 class BucketHandler(BaseHandler):
@@ -89,12 +93,11 @@ class BucketHandler(BaseHandler):
     ops["put"] = ops["patch"]
 
     async def get(self, name: str) -> None:
-        self.send_json(await self.call(self.store.get_bucket, name))
+        self.send_json(Bucket.of(await self.call(self.store.get_bucket, name)))
 
     async def patch(self, name: str) -> None:
-        req = self.parse(BucketUpdate)
-        changes = req.model_dump(include=req.model_fields_set)
-        self.send_json(await self.call(self.store.update_bucket, name, changes))
+        changes = self.parse(BucketUpdate).changes()
+        self.send_json(Bucket.of(await self.call(self.store.update_bucket, name, changes)))
 
     put = patch
 
@@ -113,7 +116,7 @@ def decode_cursor(cursor: str) -> bytes:
     try:
         return bytes.fromhex(cursor)
     except ValueError:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this service handed out") from None
+        raise ApiError("invalid_cursor", "the cursor is not one this service handed out") from None
 
 
 class ListingHandler(BaseHandler):
@@ -130,11 +133,22 @@ class ListingHandler(BaseHandler):
         query = self.parse_query(ListQuery)
         after = decode_cursor(query.cursor) if query.cursor else None
         page = await self.call(
-            self.store.list_files, name, query.prefix, query.delimiter == "/", query.limit, after
+            self.store.list_files,
+            name,
+            prefix=query.prefix,
+            delimited=query.delimiter == "/",
+            limit=query.limit,
+            after=after,
         )
-        if page.next_after is not None:
-            page = page.model_copy(update={"next_cursor": encode_cursor(page.next_after)})
-        self.send_json(page)
+        listing = Listing(
+            bucket=name,
+            prefix=query.prefix,
+            delimiter=query.delimiter or None,
+            files=[File.of(f) for f in page.files],
+            folders=page.folders,
+            next_cursor=encode_cursor(page.next_after) if page.next_after is not None else None,
+        )
+        self.send_json(listing)
 
 
 class BatchDeleteHandler(BaseHandler):
@@ -185,9 +199,9 @@ class TransferHandler(BaseHandler):
             req.source.path,
             req.destination.bucket,
             req.destination.path,
-            conditions.check_write if conditions.guards_writes else None,
+            precondition=conditions.check_write if conditions.guards_writes else None,
         )
-        self.send_json(UploadResult(file=record))
+        self.send_json(UploadResult(file=File.of(record)))
 
 
 class CopyHandler(TransferHandler):

@@ -13,11 +13,12 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from . import telemetry
-from .errors import StorageError
+from .backends import open_store, threads_for
 from .handlers import make_app
 from .notify import notify
 from .settings import Settings
-from .store import Store, open_store, threads_for
+from .store.contract import Store
+from .store.errors import StorageError
 
 log = logging.getLogger("storage_server")
 

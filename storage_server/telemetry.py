@@ -1,8 +1,10 @@
 """Prometheus metrics (summed over all worker processes) and the access log, both fed once per
 request by Tornado's log_function.
 
-Under run.py, PROMETHEUS_MULTIPROC_DIR is set before this module is imported, so every worker
-writes its samples to files there and /metrics adds them up.
+prometheus_client picks its single- or multi-process storage when it is first imported, from
+PROMETHEUS_MULTIPROC_DIR. So the choice is made here, once, by `setup` (run.py calls it before
+forking the workers, so every worker writes its samples to files there and /metrics adds them
+up); prometheus_client is imported only then, and `setup` refuses to run after that.
 """
 
 from __future__ import annotations
@@ -10,73 +12,117 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from tornado.web import RequestHandler
 
-from .store import Store
+from .store.contract import Store
 
 log = logging.getLogger("storage_server")
 access = logging.getLogger("storage_server.access")
 
-MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 DURATIONS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
-
-REQUESTS = Counter("storage_requests_total", "Requests answered.", ["method", "route", "status"])
-RECEIVED = Counter("storage_received_bytes_total", "Request body bytes received.", ["route"])
-SENT = Counter("storage_sent_bytes_total", "Response body bytes sent.", ["route"])
-UPLOADS = Histogram(
-    "storage_upload_duration_seconds", "Time to receive and store an upload.", buckets=DURATIONS
-)
-DOWNLOADS = Histogram("storage_download_duration_seconds", "Time to stream a download.", buckets=DURATIONS)
-IN_FLIGHT = Gauge(
-    "storage_requests_in_flight", "Requests begun and not yet answered.", multiprocess_mode="livesum"
-)
+ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class FreeSpace(Collector):
-    """Free bytes on the storage path's filesystem, read at scrape time."""
+class Metrics:
+    """The service's metrics, made once prometheus_client's storage is chosen."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, multiprocess_dir: str | None) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
 
-    def collect(self) -> Iterator[Metric]:
-        value: float | None
-        try:
-            value = self.store.free_bytes()
-        except OSError:
-            value = float("nan")
-        if value is not None:  # an object store does not say
-            free = GaugeMetricFamily("storage_free_bytes", "Bytes free for uploads on the storage path.")
-            free.add_metric([], float(value))
-            yield free
+        self.multiprocess = multiprocess_dir is not None
+        self.requests = Counter("storage_requests_total", "Requests answered.", ["method", "route", "status"])
+        self.received = Counter("storage_received_bytes_total", "Request body bytes received.", ["route"])
+        self.sent = Counter("storage_sent_bytes_total", "Response body bytes sent.", ["route"])
+        self.uploads = Histogram(
+            "storage_upload_duration_seconds", "Time to receive and store an upload.", buckets=DURATIONS
+        )
+        self.downloads = Histogram(
+            "storage_download_duration_seconds", "Time to stream a download.", buckets=DURATIONS
+        )
+        self.in_flight = Gauge(
+            "storage_requests_in_flight", "Requests begun and not yet answered.", multiprocess_mode="livesum"
+        )
+
+    def all(self) -> tuple[Any, ...]:
+        return (self.requests, self.received, self.sent, self.uploads, self.downloads, self.in_flight)
+
+
+_metrics: Metrics | None = None
+
+
+def setup(multiprocess_dir: str | None) -> None:
+    """Choose where metrics live: files in `multiprocess_dir`, summed over every process that
+    shares it, or (None) this process's memory. Call it once, before prometheus_client is
+    imported by anything; raise RuntimeError otherwise."""
+    global _metrics
+    if _metrics is not None or (multiprocess_dir is not None and "prometheus_client" in sys.modules):
+        raise RuntimeError("telemetry.setup must run before any metric exists")
+    if multiprocess_dir is not None:
+        os.environ[ENV] = multiprocess_dir
+    else:
+        os.environ.pop(ENV, None)
+    _metrics = Metrics(multiprocess_dir)
+
+
+def metrics() -> Metrics:
+    """The metrics; in-process ones if setup was never called (a server made in a test)."""
+    if _metrics is None:
+        setup(os.environ.get(ENV))
+    assert _metrics is not None
+    return _metrics
+
+
+def _free_space(store: Store) -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    class FreeSpace(Collector):
+        """Free bytes on the storage path's filesystem, read at scrape time."""
+
+        def collect(self) -> Iterator[Any]:
+            value: float | None
+            try:
+                value = store.free_bytes()
+            except OSError:
+                value = float("nan")
+            if value is not None:  # an object store does not say
+                free = GaugeMetricFamily("storage_free_bytes", "Bytes free for uploads on the storage path.")
+                free.add_metric([], float(value))
+                yield free
+
+    return FreeSpace()
 
 
 def render(store: Store) -> bytes:
     """The exposition text of every metric, summed over the workers when there are several."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
     registry = CollectorRegistry()
-    if MULTIPROCESS:
+    if metrics().multiprocess:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        for collector in (REQUESTS, RECEIVED, SENT, UPLOADS, DOWNLOADS, IN_FLIGHT):
+        for collector in metrics().all():
             registry.register(collector)
-    registry.register(FreeSpace(store))
+    registry.register(_free_space(store))
     return generate_latest(registry)
 
 
 def forget(pids: Iterable[int]) -> None:
     """Drop the live gauges of worker processes that died."""
-    if MULTIPROCESS:
+    if metrics().multiprocess:
+        from prometheus_client import multiprocess
+
         for pid in pids:
             multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def set_in_flight(count: int) -> None:
     try:
-        IN_FLIGHT.set(count)
+        metrics().in_flight.set(count)
     except OSError:
         log.exception("cannot update the in-flight gauge")
 
@@ -89,14 +135,15 @@ def record(handler: RequestHandler, log_format: str) -> None:
     seconds = request.request_time()
     bytes_in = getattr(handler, "bytes_in", 0)
     bytes_out = getattr(handler, "bytes_out", 0)
+    m = metrics()
     try:
-        REQUESTS.labels(request.method, route, str(status)).inc()
+        m.requests.labels(request.method, route, str(status)).inc()
         if bytes_in:
-            RECEIVED.labels(route).inc(bytes_in)
+            m.received.labels(route).inc(bytes_in)
         if bytes_out:
-            SENT.labels(route).inc(bytes_out)
+            m.sent.labels(route).inc(bytes_out)
         if route.startswith("/api/v1/files/") and status < 300:
-            (UPLOADS if request.method in ("POST", "PUT") else DOWNLOADS).observe(seconds)
+            (m.uploads if request.method in ("POST", "PUT") else m.downloads).observe(seconds)
     except OSError:
         log.exception("cannot update the request metrics")
     level = logging.INFO if status < 500 else logging.ERROR

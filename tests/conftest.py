@@ -14,9 +14,10 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
+from storage_server.backends import open_store
 from storage_server.server import make_server
 from storage_server.settings import Settings
-from storage_server.store import Store, open_store
+from storage_server.store import Store
 from tests.ceph import Ceph
 from tests.seaweed import SeaweedFS, s3_settings
 from tests.service import Service
@@ -33,6 +34,8 @@ BOTH_BACKENDS = {
     "test_stats",
     "test_copy_move",
     "test_schemathesis",
+    "test_store_contract",
+    "test_error_shape",
 }
 
 

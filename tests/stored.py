@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from storage_server import blobfs
-from storage_server.errors import BucketNotFound
-from storage_server.s3store import S3Store
+from storage_server.s3.store import S3Store
 from storage_server.store import Store
+from storage_server.store.errors import BucketNotFound
 
 
 def temp_files(store: Store) -> list[str]:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from storage_server import blobfs, errors, fsops, keys
+from storage_server import blobfs
 from storage_server.blobfs import BlobStore
+from storage_server.fs import ops as fsops
+from storage_server.store import BucketChanges, errors, keys
 
 # Keys and bucket names that must be rejected; grow these whenever a bug is found.
 HOSTILE_KEYS = [
@@ -97,7 +99,7 @@ HOSTILE_BUCKETS = [
 def upload(store: BlobStore, bucket: str, key: str, data: bytes, content_type: str = "text/plain") -> None:
     up = store.begin_upload(bucket, key)
     up.write(data)
-    up.commit(content_type, key.rsplit("/", 1)[-1])
+    up.commit(content_type=content_type, name=key.rsplit("/", 1)[-1])
 
 
 def read(store: BlobStore, bucket: str, key: str) -> bytes:
@@ -146,7 +148,7 @@ def test_commit_places_bytes_and_metadata_in_one_file(store: BlobStore, bucket: 
     up = store.begin_upload(bucket, "docs/a.txt")
     up.write(b"hello ")
     up.write(memoryview(b"world"))
-    record = up.commit("text/plain", "original name.txt")
+    record = up.commit(content_type="text/plain", name="original name.txt")
     path = store.root / bucket / "docs" / "a.txt"
     assert path.read_bytes() == b"hello world"
     meta = json.loads(os.getxattr(path, fsops.FILE_XATTR))
@@ -203,7 +205,7 @@ def test_create_bucket_twice_returns_the_existing_one_untouched(store: BlobStore
 
 def test_update_bucket_persists_and_keeps_created_at(store: BlobStore, bucket: str) -> None:
     before = store.get_bucket(bucket)
-    after = store.update_bucket(bucket, {"public": True, "description": "d"})
+    after = store.update_bucket(bucket, BucketChanges(public=True, description="d"))
     assert store.get_bucket(bucket) == after
     assert (after.public, after.description) == (True, "d")
     assert after.created_at == before.created_at
@@ -235,7 +237,7 @@ def test_conflict_found_at_commit_leaves_both_intact(store: BlobStore, bucket: s
     up.write(b"late")
     upload(store, bucket, "x", b"a file took the folder's place")
     with pytest.raises(errors.Conflict):
-        up.commit("text/plain", "y")
+        up.commit(content_type="text/plain", name="y")
     assert read(store, bucket, "x") == b"a file took the folder's place"
     assert temp_entries(store) == []
 
@@ -258,7 +260,7 @@ def test_upload_into_bucket_deleted_meanwhile_is_not_found_and_does_not_recreate
     up.write(b"x")
     store.delete_bucket(bucket)
     with pytest.raises(errors.BucketNotFound):
-        up.commit("text/plain", "a.txt")
+        up.commit(content_type="text/plain", name="a.txt")
     assert not (store.root / bucket).exists()
     assert temp_entries(store) == []
 
@@ -268,7 +270,7 @@ def test_upload_into_bucket_recreated_meanwhile_is_not_found(store: BlobStore, b
     store.delete_bucket(bucket)
     store.create_bucket(bucket, public=False, description=None)
     with pytest.raises(errors.BucketNotFound):
-        up.commit("text/plain", "a.txt")
+        up.commit(content_type="text/plain", name="a.txt")
     assert os.listdir(store.root / bucket) == []
 
 
@@ -279,7 +281,7 @@ def test_concurrent_uploads_of_one_key_leave_one_complete_version(store: BlobSto
         up = store.begin_upload(bucket, "same/key.bin")
         for offset in range(0, len(data), 8192):
             up.write(data[offset : offset + 8192])
-        up.commit("application/octet-stream", "key.bin")
+        up.commit(content_type="application/octet-stream", name="key.bin")
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, versions))
@@ -328,7 +330,7 @@ def test_sweep_removes_dead_temp_files_but_not_live_or_new_ones(store: BlobStore
 
     assert store.sweep() == 1
     assert sorted(os.listdir(tmp)) == sorted([live_name, "young.part"])
-    live.commit("text/plain", "a.txt")
+    live.commit(content_type="text/plain", name="a.txt")
     assert read(store, bucket, "a.txt") == b"in progress"
     assert store.sweep(grace=0) == 1  # with no worker running everything unlocked goes
     assert os.listdir(tmp) == []

@@ -22,7 +22,7 @@ def buckets(store: Store) -> None:
         store.create_bucket(name, public=False, description=None)
     up = store.begin_upload("photos", "dir/a.txt")
     up.write(b"alpha")
-    up.commit("text/plain", "original a.txt")
+    up.commit(content_type="text/plain", name="original a.txt")
 
 
 @pytest.mark.parametrize("dst", [("photos", "dir/copy.txt"), ("archive", "x/y/a.txt")])

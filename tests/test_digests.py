@@ -55,7 +55,7 @@ def photos(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     up = store.begin_upload("photos", "f.bin")
     up.write(b"previous version")
-    up.commit("application/octet-stream", "f.bin")
+    up.commit(content_type="application/octet-stream", name="f.bin")
     return "photos"
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from storage_server import blobfs, errors
+from storage_server import blobfs
 from storage_server.blobfs import BlobStore
 from storage_server.settings import Settings
+from storage_server.store import errors
 from tests.conftest import Api, body_json
 
 MiB = 1 << 20

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from storage_server import fsops
 from storage_server.blobfs import BlobStore
+from storage_server.fs import ops as fsops
 from storage_server.store import Store
 from tests.conftest import Api, body_json
 from tests.stored import all_objects, contents, secrets, stored
@@ -61,7 +61,7 @@ ERROR_CASES: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
 def photos(store: Store) -> str:
     store.create_bucket("photos", public=False, description=None)
     up = store.begin_upload("photos", "taken")
-    up.commit("text/plain", "taken")
+    up.commit(content_type="text/plain", name="taken")
     return "photos"
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage_server import errors, keys
 from storage_server.blobfs import BlobStore
+from storage_server.store import errors, keys
 
 # Segments biased towards what breaks path handling: dots, slashes, backslashes, controls,
 # spaces, look-alikes of "." and "/", and long runs.
@@ -51,7 +51,7 @@ def test_any_key_round_trips_exactly_or_is_refused_and_never_leaves_its_bucket(k
             assert _only_buckets_exist(root)
             return
         upload.write(data)
-        record = upload.commit("application/octet-stream", "x")
+        record = upload.commit(content_type="application/octet-stream", name="x")
         assert record.path == key
         reader = store.open_file("box", key)
         try:

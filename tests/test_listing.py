@@ -26,7 +26,7 @@ KEYS = [
 def put(store: Store, key: str, data: bytes = b"x") -> None:
     up = store.begin_upload("photos", key)
     up.write(data)
-    up.commit("text/plain", key.rsplit("/", 1)[-1])
+    up.commit(content_type="text/plain", name=key.rsplit("/", 1)[-1])
 
 
 @pytest.fixture

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from storage_server import s3client, s3store
-from storage_server.errors import BucketNotFound, Unavailable
-from storage_server.s3store import S3Store
+from storage_server.backends import open_store
+from storage_server.s3 import client as s3client
+from storage_server.s3 import sweep as s3sweep
+from storage_server.s3.store import S3Store
 from storage_server.settings import Settings
-from storage_server.store import open_store
+from storage_server.store.errors import BucketNotFound, Unavailable
 from tests.conftest import Api, body_json
 from tests.seaweed import SeaweedFS, s3_env, s3_settings
 from tests.service import MiB, Service, free_port
@@ -110,7 +111,7 @@ def test_an_upload_into_a_bucket_deleted_meanwhile_is_404_and_leaves_nothing(s3:
     s3.delete_bucket("photos")
     s3.create_bucket("photos", public=False, description=None)  # same name, another bucket
     with pytest.raises(BucketNotFound):
-        upload.commit("text/plain", "late.txt")
+        upload.commit(content_type="text/plain", name="late.txt")
     assert contents(s3, "photos") == []
     assert s3.sweep() == 0  # nothing of the old bucket was left for the sweep
 
@@ -122,9 +123,9 @@ def test_sweep_removes_the_files_of_a_deleted_bucket_once_untouched_for_a_while(
     s3.client.put_object(Bucket=s3.bucket, Key=orphan, Body=b"x")
     kept = s3.begin_upload("photos", "kept.txt")
     kept.write(b"kept")
-    kept.commit("text/plain", "kept.txt")
+    kept.commit(content_type="text/plain", name="kept.txt")
     assert s3.sweep() == 0  # too fresh: maybe a bucket whose record this node cannot see yet
-    monkeypatch.setattr(s3store, "ORPHAN_GRACE", timedelta(0))
+    monkeypatch.setattr(s3sweep, "ORPHAN_GRACE", timedelta(0))
     assert s3.sweep() == 1
     assert s3.client.list_objects_v2(Bucket=s3.bucket, Prefix=orphan).get("KeyCount") == 0
     assert contents(s3, "photos") == ["kept.txt"]

@@ -1,5 +1,5 @@
-"""The store's two open-file objects: a BlobReader streams a stored file out, an Upload fills a
-temp file and commits it into place (the only way a file ever becomes visible)."""
+"""The filesystem store's two open-file objects: a BlobReader streams a stored file out, an
+Upload fills a temp file and commits it into place (the only way a file ever becomes visible)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,19 @@ import hashlib
 import os
 import threading
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from . import fsops
-from .errors import Conflict, StorageError
-from .models import File
-from .store import Precondition
-
-if TYPE_CHECKING:
-    from .blobfs import BlobStore
-
+from ..store.contract import Precondition
+from ..store.errors import Conflict, StorageError
+from ..store.localdisk import os_errors, write_all
+from ..store.records import FileRecord, now
+from . import ops as fsops
+from .layout import Layout
 
 COMMIT_ATTEMPTS = 16
 SPACE_CHECK_EVERY = 8 * 1024 * 1024  # bytes written between two looks at the free space
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _first_stored(bucket_fd: int, parts: tuple[str, ...]) -> datetime | None:
@@ -46,13 +40,13 @@ def _first_stored(bucket_fd: int, parts: tuple[str, ...]) -> datetime | None:
 
 
 class BlobReader:
-    """An open stored file: `record` describes it, `read` returns its next bytes."""
+    """An open stored file: `record` describes it, `read` returns its next bytes. The descriptor
+    pins the version opened: an overwrite renames a new inode into place."""
 
-    def __init__(self, fd: int, record: File) -> None:
+    def __init__(self, fd: int, record: FileRecord) -> None:
         self._fd = fd
         self.offset = 0
         self.record = record
-        self._head = b""  # the file's first bytes, read ahead with the open
 
     def fileno(self) -> int:
         return self._fd
@@ -60,22 +54,11 @@ class BlobReader:
     def seek(self, offset: int, length: int) -> None:
         self.offset = offset
 
-    def read_ahead(self, size: int) -> None:
-        """Read the file's first `size` bytes now (in the thread that opened it)."""
-        self._head = os.pread(self._fd, size, 0)
-
     def read(self, size: int) -> bytes:
         """The next `size` bytes at most; fewer only at the end of the file."""
-        if self.offset < len(self._head):
-            data = self._head[self.offset : self.offset + size]
-        else:
-            data = os.pread(self._fd, size, self.offset)
+        data = os.pread(self._fd, size, self.offset)
         self.offset += len(data)
         return data
-
-    def buffered(self) -> bool:
-        """Whether the next read is served from what was read ahead (no need for a thread)."""
-        return self.offset < len(self._head)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
@@ -90,16 +73,19 @@ class Upload:
     closes the descriptor under a running `write`.
     """
 
-    def __init__(self, store: BlobStore, bucket: str, parts: tuple[str, ...], bucket_fd: int):
+    def __init__(
+        self, store: Layout, bucket: str, parts: tuple[str, ...], bucket_fd: int, *, md5: bool = False
+    ) -> None:
         self._store = store
         self._bucket = bucket
         self._parts = parts
         self._lock = threading.Lock()
         self._hash = hashlib.sha256()
-        self._copied_sha256: str | None = None
+        self._md5 = hashlib.md5() if md5 else None
+        self._copied: FileRecord | None = None  # the source of a copy: its digests are kept
         self.size = 0
-        self._temp: Path | None = store._tmp / f"{uuid.uuid4().hex}.part"
-        self._fd: int | None = store._open_temp(self._temp)
+        self._temp: Path | None = store.tmp / f"{uuid.uuid4().hex}.part"
+        self._fd: int | None = store.open_temp(self._temp)
         # Held open for the whole upload: the commit goes into this very bucket or nowhere,
         # and its inode cannot be reused by a bucket recreated under the same name meanwhile.
         self._bucket_fd: int | None = bucket_fd
@@ -109,18 +95,18 @@ class Upload:
         with self._lock:
             fd = self._live_fd()
             self._hash.update(data)
-            view = memoryview(data)
-            size = view.nbytes
+            if self._md5 is not None:
+                self._md5.update(data)
+            size = memoryview(data).nbytes
             if self.size // SPACE_CHECK_EVERY != (self.size + size) // SPACE_CHECK_EVERY:
                 self._store.check_space(0)  # keep the reserve for uploads of unknown length too
-            with fsops.translated("the upload"):
-                while view:
-                    view = view[os.write(fd, view) :]
+            with os_errors("the upload"):
+                write_all(fd, data)
             self.size += size
 
     def copy_from(self, reader: BlobReader) -> None:
         """Fill the upload with a stored file, in the kernel where it can; its sha256 is kept."""
-        with self._lock, fsops.translated("the copy"):
+        with self._lock, os_errors("the copy"):
             fd = self._live_fd()
             left = reader.record.size
             while left > 0:
@@ -130,14 +116,21 @@ class Upload:
                 reader.offset += done
                 left -= done
             self.size = reader.record.size
-            self._copied_sha256 = reader.record.sha256
+            self._copied = reader.record
 
     def sha256(self) -> str:
         """Hex SHA-256 of the bytes so far."""
         with self._lock:
-            return self._copied_sha256 or self._hash.hexdigest()
+            return self._copied.sha256 if self._copied is not None else self._hash.hexdigest()
 
-    def commit(self, content_type: str, name: str, precondition: Precondition | None = None) -> File:
+    def commit(
+        self,
+        *,
+        content_type: str,
+        name: str,
+        metadata: Mapping[str, str] | None = None,
+        precondition: Precondition | None = None,
+    ) -> FileRecord:
         """Write the metadata, fsync, rename into place, fsync the folder; return the record.
 
         Raises BucketNotFound if the bucket was deleted since the upload began, Conflict if a
@@ -147,7 +140,7 @@ class Upload:
         with self._lock:
             fd = self._live_fd()
             try:
-                return self._commit(fd, content_type, name, precondition)
+                return self._commit(fd, self._record(content_type, name, metadata), precondition)
             finally:
                 self._discard()
 
@@ -161,37 +154,43 @@ class Upload:
             raise StorageError("the upload was aborted")
         return self._fd
 
-    def _commit(self, fd: int, content_type: str, name: str, precondition: Precondition | None) -> File:
-        store, bucket_fd = self._store, self._bucket_fd
-        assert bucket_fd is not None
-        now = _now()
-        record = File(
+    def _record(self, content_type: str, name: str, metadata: Mapping[str, str] | None) -> FileRecord:
+        assert self._bucket_fd is not None
+        copied, when = self._copied, now()
+        md5 = self._md5.hexdigest() if self._md5 is not None else None
+        return FileRecord(
             bucket=self._bucket,
             path="/".join(self._parts),
             name=name,
             size=self.size,
             content_type=content_type,
-            sha256=self._copied_sha256 or self._hash.hexdigest(),
-            created_at=_first_stored(bucket_fd, self._parts) or now,
-            updated_at=now,
+            sha256=copied.sha256 if copied is not None else self._hash.hexdigest(),
+            md5=copied.md5 if copied is not None else md5,
+            metadata=dict(metadata or {}),
+            created_at=_first_stored(self._bucket_fd, self._parts) or when,
+            updated_at=when,
         )
+
+    def _commit(self, fd: int, record: FileRecord, precondition: Precondition | None) -> FileRecord:
+        store, bucket_fd = self._store, self._bucket_fd
+        assert bucket_fd is not None
         # Metadata and bytes are made durable once, here, outside every lock; _place writes them
         # again only if a racing writer changed the key's creation date meanwhile.
-        with fsops.translated("the upload"):
+        with os_errors("the upload"):
             os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
             if store.fsync:
                 os.fsync(fd)
         # The shared bucket lock keeps delete_bucket out; the check turns an upload into a bucket
         # deleted (or deleted and recreated) meanwhile into a 404.
-        with store._locking(bucket_fd, self._bucket, exclusive=False):
+        with store.locking(bucket_fd, self._bucket, exclusive=False):
             for _attempt in range(COMMIT_ATTEMPTS):
                 try:
-                    with fsops.translated("the key"):
+                    with os_errors("the key"):
                         parent = fsops.open_parent(bucket_fd, self._parts, create=True, fsync=store.fsync)
                 except FileNotFoundError:
                     continue  # a concurrent delete pruned a folder on the way: make it again
                 try:
-                    with fsops.translated("the key"), store._mutating(self._bucket):
+                    with os_errors("the key"), store.mutating(self._bucket):
                         record = self._place(fd, parent, record, precondition)
                     if store.fsync:
                         os.fsync(parent)
@@ -206,7 +205,9 @@ class Upload:
                     os.close(parent)
         raise Conflict("the key's folder kept changing under concurrent writes; try again")
 
-    def _place(self, fd: int, parent: int, record: File, precondition: Precondition | None) -> File:
+    def _place(
+        self, fd: int, parent: int, record: FileRecord, precondition: Precondition | None
+    ) -> FileRecord:
         """Under the bucket's mutation lock: check the key's current state and rename into place."""
         store, leaf = self._store, self._parts[-1]
         current = fsops.current(parent, leaf)

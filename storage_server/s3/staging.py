@@ -1,89 +1,48 @@
-"""The S3 store's two open objects, as staging.py holds the filesystem store's: an S3Reader
-streams a stored object out with ranged GETs; an S3Upload spools bytes to a local file one part at
-a time (memory stays flat at any size) and sends them: up to one part as a single PUT, beyond as a
-multipart upload into a staging key, copied inside the engine to its key with the metadata (the
-sha256 is known only at the end, and an object's metadata cannot change once written)."""
+"""The S3 store's two open objects: an S3Reader streams a stored object out with ranged GETs; an
+S3Upload spools bytes to a local file one part at a time (memory stays flat at any size) and sends
+them: up to one part as a single PUT, beyond as a multipart upload into a staging key, copied
+inside the engine to its key with the metadata (the sha256 is known only at the end, and an
+object's metadata cannot change once written)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import threading
-import time
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
-from . import fsops, s3client
-from .errors import StorageError
-from .models import File
-from .s3client import translated
-from .store import Precondition
+from ..store.contract import Precondition
+from ..store.errors import FileChanged, PreconditionFailed, StorageError
+from ..store.localdisk import os_errors, write_all
+from ..store.records import FileRecord, now
+from . import client as s3client
+from .client import engine_errors
+from .objects import Objects
 
-if TYPE_CHECKING:
-    from .s3store import S3Store
-
-SPOOL_DIR = ".storage-server/spool"
 MAX_PART = 64 * 1024 * 1024
 BIG_PARTS_FROM = 5000  # parts after this many grow to MAX_PART (S3 allows 10,000 parts)
-
-
-class Spool:
-    """The local folder of part files, and its size of part."""
-
-    def __init__(self, root: Path, part_size: int) -> None:
-        self.folder = Path(os.path.abspath(root)) / SPOOL_DIR
-        self.part_size = part_size
-
-    def prepare(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def open(self) -> tuple[Path, int]:
-        """A new part file, flock'ed for its lifetime so that sweep() keeps off it."""
-        path = self.folder / f"{uuid.uuid4().hex}.part"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return path, fd
-
-    def sweep(self, grace: float) -> int:
-        removed, cutoff = 0, time.time() - grace
-        with os.scandir(self.folder) as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff and not fsops.is_locked(entry.path):
-                        os.unlink(entry.path)
-                        removed += 1
-        return removed
-
-    def is_writable(self) -> bool:
-        try:
-            path, fd = self.open()
-        except OSError:
-            return False
-        os.close(fd)
-        path.unlink()
-        return True
 
 
 class S3Upload:
     """One upload on its way to the engine; `commit` makes it visible, `abort` discards it.
     Calls are serialized, so an `abort` on disconnect never runs under a `write`."""
 
-    def __init__(self, store: S3Store, bucket: str, bucket_id: str, key: str) -> None:
+    def __init__(self, store: Objects, bucket: str, bucket_id: str, key: str, *, md5: bool = False) -> None:
         self._store = store
         self._bucket = bucket
         self._bucket_id = bucket_id
         self._key = key
         self._lock = threading.Lock()
         self._hash = hashlib.sha256()
+        self._md5 = hashlib.md5() if md5 else None
         self.size = 0
         self._spooled = 0  # bytes in the part file not yet sent
         self._path: Path | None
         self._fd: int | None
-        with fsops.translated("the upload"):
+        with os_errors("the upload"):
             self._path, self._fd = store.spool.open()
         self._staging: str | None = None  # with a multipart upload: its key,
         self._upload_id: str | None = None  # its id,
@@ -94,13 +53,12 @@ class S3Upload:
         with self._lock:
             fd = self._live_fd()
             self._hash.update(data)
-            view = memoryview(data)
-            with fsops.translated("the upload"):
-                while view:
-                    done = os.pwrite(fd, view, self._spooled)
-                    self._spooled += done
-                    view = view[done:]
-            self.size += len(data)
+            if self._md5 is not None:
+                self._md5.update(data)
+            with os_errors("the upload"):
+                written = write_all(fd, data, self._spooled)
+            self._spooled += written
+            self.size += written
             if self._spooled >= self._part_size():
                 self._send_part()
 
@@ -108,13 +66,20 @@ class S3Upload:
         with self._lock:
             return self._hash.hexdigest()
 
-    def commit(self, content_type: str, name: str, precondition: Precondition | None = None) -> File:
+    def commit(
+        self,
+        *,
+        content_type: str,
+        name: str,
+        metadata: Mapping[str, str] | None = None,
+        precondition: Precondition | None = None,
+    ) -> FileRecord:
         """PUT the file (or finish its multipart upload and copy it into place) with its record;
         raise BucketNotFound, Conflict, PreconditionFailed, Unavailable. Discarded either way."""
         with self._lock:
             self._live_fd()
             try:
-                return self._commit(content_type, name, precondition)
+                return self._commit(content_type, name, dict(metadata or {}), precondition)
             finally:
                 self._discard()
 
@@ -122,27 +87,31 @@ class S3Upload:
         with self._lock:
             self._discard()
 
-    def _commit(self, content_type: str, name: str, precondition: Precondition | None) -> File:
+    def _commit(
+        self, content_type: str, name: str, metadata: dict[str, str], precondition: Precondition | None
+    ) -> FileRecord:
         store = self._store
         target = store.files_key(self._bucket_id, self._key)
         current = store.check_way(self._bucket_id, tuple(self._key.split("/")))
         if precondition is not None:
             precondition(current.record)
-        now = datetime.now(UTC)
-        record = File(
+        when = now()
+        record = FileRecord(
             bucket=self._bucket,
             path=self._key,
             name=name,
             size=self.size,
             content_type=content_type,
             sha256=self._hash.hexdigest(),
-            created_at=current.record.created_at if current.record is not None else now,
-            updated_at=now,
+            md5=self._md5.hexdigest() if self._md5 is not None else None,
+            metadata=metadata,
+            created_at=current.record.created_at if current.record is not None else when,
+            updated_at=when,
         )
         # With conditions, the engine refuses the write if the key changed since it was checked.
         condition = current.write_condition() if precondition is not None else {}
         if self._upload_id is None:
-            with translated(), self._part_file() as body:
+            with engine_errors(), self._part_file() as body:
                 s3client.put_object(
                     store.client,
                     condition,
@@ -174,7 +143,7 @@ class S3Upload:
 
     def _send_part(self) -> None:
         store = self._store
-        with translated():
+        with engine_errors():
             if self._upload_id is None:
                 self._staging = store.staging_key()
                 started = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._staging)
@@ -199,7 +168,7 @@ class S3Upload:
         if self._spooled:
             self._send_part()
         store = self._store
-        with translated():
+        with engine_errors():
             done = store.client.complete_multipart_upload(
                 Bucket=store.bucket,
                 Key=self._staging,
@@ -234,9 +203,10 @@ class S3Upload:
 
 
 class S3Reader:
-    """A stored object streamed out: ranged GETs, the first one possibly made with the open."""
+    """A stored object streamed out: ranged GETs pinned to the version whose record was read
+    (If-Match on its ETag), the first one possibly made with the open."""
 
-    def __init__(self, store: S3Store, key: str, record: File, etag: str, first: Any = None) -> None:
+    def __init__(self, store: Objects, key: str, record: FileRecord, etag: str, first: Any = None) -> None:
         self._store = store
         self._key = key
         self._etag = etag
@@ -244,43 +214,35 @@ class S3Reader:
         self.offset = 0
         self._end = record.size
         self._body = first  # an open GET body positioned at `offset`, if any
-        self._head = b""
-
-    def read_ahead(self, size: int) -> None:
-        self._head = self._read_body(size)
 
     def seek(self, offset: int, length: int) -> None:
-        if (offset, offset + length) != (0, self.record.size):
+        if (offset, offset + length) != (self.offset, self._end):
             self._close_body()
-            self._head = b""
         self.offset, self._end = offset, offset + length
-
-    def buffered(self) -> bool:
-        return self.offset < len(self._head)
 
     def read(self, size: int) -> bytes:
         size = min(size, self._end - self.offset)
         if size <= 0:
             return b""
-        if self.offset < len(self._head):
-            data = self._head[self.offset : self.offset + size]
-        else:
-            data = self._read_body(size)
+        data = self._read_body(size)
         self.offset += len(data)
         return data
 
     def _read_body(self, size: int) -> bytes:
         if self._body is None:
-            with translated():
-                answer = self._store.client.get_object(
-                    Bucket=self._store.bucket,
-                    Key=self._key,
-                    Range=f"bytes={self.offset}-{self._end - 1}",
-                    IfMatch=self._etag,  # the same version as the record sent in the headers
-                )
+            try:
+                with engine_errors():
+                    answer = self._store.client.get_object(
+                        Bucket=self._store.bucket,
+                        Key=self._key,
+                        Range=f"bytes={self.offset}-{self._end - 1}",
+                        IfMatch=self._etag,  # the same version as the record sent in the headers
+                    )
+            except (PreconditionFailed, s3client.Missing):
+                raise FileChanged(self.record.bucket, self.record.path) from None
             self._body = answer["Body"]
         chunks, left = [], size
-        with translated():
+        with engine_errors():
             while left > 0:
                 chunk = self._body.read(left)
                 if not chunk:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import BadDigest
+from ..store.errors import BadDigest
 
 ALGORITHMS: dict[str, Callable[[], Any]] = {
     "md5": hashlib.md5,

@@ -1,4 +1,5 @@
-"""Pydantic models of the API's request and response bodies, also the store's records."""
+"""Pydantic models of the native API's request and response bodies, and their making from the
+store's records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
-from .keys import BUCKET_PATTERN, KEY_DOC_MAX_LENGTH, KEY_PATTERN
+from ..store.keys import BUCKET_PATTERN, KEY_DOC_MAX_LENGTH, KEY_PATTERN
+from ..store.records import BucketChanges, BucketRecord, FileRecord
 
 # Documented in the schema, checked by keys.py (so that a bad name is a 400, not a 422).
 BUCKET_NAME: dict[str, JsonValue] = {"pattern": BUCKET_PATTERN}
@@ -35,17 +37,14 @@ class BucketUpdate(_Request):
     public: bool = False
     description: str | None = Field(None, max_length=DESCRIPTION_MAX)
 
+    def changes(self) -> BucketChanges:
+        return BucketChanges(**self.model_dump(include=self.model_fields_set))
 
-class Bucket(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
-    name: str
-    public: bool = False
-    description: str | None = None
-    created_at: datetime
-    updated_at: datetime
-    file_count: int = Field(default=0, description="Files in the bucket, kept up to date on every change.")
-    total_size: int = Field(default=0, description="Bytes in all of the bucket's files.")
+class Bucket(BucketRecord):
+    @classmethod
+    def of(cls, record: BucketRecord) -> Bucket:
+        return cls.model_construct(**dict(record))
 
 
 class File(BaseModel):
@@ -65,6 +64,19 @@ class File(BaseModel):
     def etag(self) -> str:
         return f'"{self.sha256}"'
 
+    @classmethod
+    def of(cls, r: FileRecord) -> File:
+        return cls.model_construct(
+            bucket=r.bucket,
+            path=r.path,
+            name=r.name,
+            size=r.size,
+            content_type=r.content_type,
+            sha256=r.sha256,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+
 
 class Listing(BaseModel):
     """One page of a bucket's files, S3 ListObjectsV2 style."""
@@ -74,7 +86,6 @@ class Listing(BaseModel):
     delimiter: str | None
     files: list[File] = Field(description="Files whose path starts with the prefix, in byte order.")
     folders: list[str] = Field(description="With a delimiter: the common prefixes, each once.")
-    next_after: str | None = Field(default=None, exclude=True)
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` for the next page; null on the last."
     )

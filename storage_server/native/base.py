@@ -1,5 +1,5 @@
-"""What every handler shares: the error table and JSON error shape, store calls off the event
-loop, request parsing, and the operation descriptions the OpenAPI document is built from."""
+"""What every native handler shares: the JSON error shape, store calls off the event loop,
+request parsing, and the operation descriptions the OpenAPI document is built from."""
 
 from __future__ import annotations
 
@@ -11,65 +11,18 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tornado.ioloop import IOLoop
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import RequestHandler
 
-from . import errors, telemetry
-from .digests import MalformedDigest
+from .. import telemetry
+from ..settings import Settings
+from ..store.contract import Store
+from .errors import ApiError, api_error, code_for_status
 from .models import ErrorBody
-from .settings import Settings
-from .store import Store
-from .uploads import BadUpload
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
-
-# The one table from exceptions to HTTP answers; the most specific class listed wins.
-ERRORS: dict[type[Exception], tuple[int, str]] = {
-    errors.InvalidName: (400, "invalid_bucket_name"),
-    errors.InvalidKey: (400, "invalid_key"),
-    errors.BadDigest: (400, "bad_digest"),
-    MalformedDigest: (400, "invalid_digest"),
-    errors.BucketNotFound: (404, "bucket_not_found"),
-    errors.FileNotFound: (404, "file_not_found"),
-    errors.Conflict: (409, "conflict"),
-    errors.PreconditionFailed: (412, "precondition_failed"),
-    errors.InsufficientStorage: (507, "insufficient_storage"),
-    errors.Unavailable: (503, "storage_unavailable"),
-}
-# Codes for errors that Tornado raises itself (unknown route, wrong method, bad framing).
-STATUS_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    500: "internal_error",
-}
-
-
-class ApiError(HTTPError):
-    """An error answer: status, a stable machine-readable code, a human-readable detail, and any
-    headers the answer needs (such as Content-Range on a 416)."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.code = code
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-
-def api_error(exc: Exception) -> ApiError | None:
-    """The answer for an exception the client caused or can act on; None for a server fault."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, BadUpload):
-        return ApiError(400, exc.code, str(exc))
-    for cls in type(exc).__mro__:
-        if cls in ERRORS:
-            status, code = ERRORS[cls]
-            return ApiError(status, code, str(exc))
-    return None
 
 
 @contextlib.contextmanager
@@ -157,7 +110,7 @@ class BaseHandler(RequestHandler):
         try:
             return model.model_validate_json(self.request.body or b"")
         except ValidationError as exc:
-            raise ApiError(422, "validation_error", _problems(exc)) from None
+            raise ApiError("validation_error", _problems(exc)) from None
 
     def parse_query(self, model: type[M]) -> M:
         """The query string as `model`; 422 when it does not fit. Values are taken as sent (Tornado's
@@ -165,11 +118,11 @@ class BaseHandler(RequestHandler):
         try:
             values = {name: raw[-1].decode("utf-8") for name, raw in self.request.query_arguments.items()}
         except UnicodeDecodeError:
-            raise ApiError(422, "validation_error", "the query string is not UTF-8") from None
+            raise ApiError("validation_error", "the query string is not UTF-8") from None
         try:
             return model.model_validate(values)
         except ValidationError as exc:
-            raise ApiError(422, "validation_error", _problems(exc)) from None
+            raise ApiError("validation_error", _problems(exc)) from None
 
     def send_json(self, body: BaseModel | list[Any], status: int = 200) -> None:
         self.set_status(status)
@@ -187,7 +140,7 @@ class BaseHandler(RequestHandler):
                 self.set_header(name, value)
         else:
             reason = self._reason if status_code != 500 else "internal server error"
-            body = ErrorBody(detail=reason, code=STATUS_CODES.get(status_code, "error"))
+            body = ErrorBody(detail=reason, code=code_for_status(status_code))
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", JSON)

@@ -5,15 +5,12 @@ is not always in byte order (SeaweedFS lists folders depth-first)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import InvalidKey
 from .keys import validate_key
-
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Folder(Protocol):
@@ -72,52 +69,11 @@ def walk(folder: Folder, base: str, partial: str, delimited: bool, after: bytes 
             yield Entry(base + name + ("/" if is_dir else ""), is_dir, folder, name)
 
 
-class DirFolder:
-    """A folder of the filesystem store, open as a descriptor (never through a symlink)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def children(self, partial: str) -> list[tuple[bytes, str, bool]]:
-        found = []
-        with os.scandir(self.fd) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_dir(follow_symlinks=False):
-                        found.append((entry.name, True))
-                    elif entry.is_file(follow_symlinks=False):
-                        found.append((entry.name, False))
-        return sort_children(found)
-
-    @contextlib.contextmanager
-    def descend(self, name: str) -> Iterator[DirFolder | None]:
-        try:
-            child = os.open(name, DIR_FLAGS, dir_fd=self.fd)
-        except OSError:
-            yield None  # removed or replaced since the folder was read
-            return
-        try:
-            yield DirFolder(child)
-        finally:
-            os.close(child)
-
-
-def sizes(dir_fd: int) -> Iterator[int]:
-    """The size of every regular file below the folder, for recounting a bucket."""
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False):
-                    child = os.open(entry.name, DIR_FLAGS, dir_fd=dir_fd)
-                    with contextlib.closing(_Fd(child)):
-                        yield from sizes(child)
-                elif entry.is_file(follow_symlinks=False):
-                    yield entry.stat(follow_symlinks=False).st_size
-
-
-class _Fd:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        os.close(self.fd)
+def first(entries: Iterator[Entry], limit: int) -> tuple[list[Entry], bool]:
+    """The first `limit` entries of a walk, and whether more follow."""
+    taken: list[Entry] = []
+    for entry in entries:
+        if len(taken) == limit:
+            return taken, True
+        taken.append(entry)
+    return taken, False

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
 
+from ..store.contract import Upload
 from .digests import Checks
-from .store import Upload
 
 FILE_FIELD = "file"
 NAME_MAX_BYTES = 1024

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from . import __version__
+from .. import __version__
 from .base import BaseHandler, Op
 from .models import BUCKET_NAME, KEY, ErrorBody
 

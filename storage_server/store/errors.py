@@ -8,9 +8,12 @@ StorageError
 │   └── FileNotFound
 ├── Conflict               a file where a folder is needed, or the reverse
 ├── PreconditionFailed     an If-Match / If-None-Match condition did not hold
+├── FileChanged            the version a reader opened was replaced before its bytes were read
 ├── BadDigest              the bytes do not match the checksum the client sent
 ├── InsufficientStorage    the disk is full (ENOSPC, EDQUOT), or too full for a declared size
-└── Unavailable            the storage path is missing or lacks xattrs / renameat2
+└── Unavailable            the storage path or the object store cannot be used now
+    └── (s3) Missing       the engine has no such object: internal to the S3 backend, which
+                           turns it into its own not-found before it leaves the store
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ class Conflict(StorageError):
 
 class PreconditionFailed(StorageError):
     pass
+
+
+class FileChanged(StorageError):
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"file '{key}' in bucket '{bucket}' changed while it was being read; try again")
 
 
 class BadDigest(StorageError):

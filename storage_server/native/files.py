@@ -14,12 +14,11 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
-from .base import ApiError, BaseHandler, Op, api_error, client_errors
-from .conditional import Conditions, RangeNotSatisfiable, byte_range
-from .digests import Checks
-from .models import File, UploadResult
-from .store import Precondition, Reader, Upload
-from .uploads import (
+from ..store.contract import Precondition, Reader, Store, Upload
+from ..store.errors import FileChanged
+from ..store.records import FileRecord
+from .base import BaseHandler, Op, client_errors
+from .bodies import (
     MultipartBody,
     RawBody,
     check_content_type,
@@ -29,11 +28,16 @@ from .uploads import (
     is_multipart,
     resolve_content_type,
 )
+from .conditional import Conditions, RangeNotSatisfiable, byte_range, etag, last_modified
+from .digests import Checks
+from .errors import ApiError, api_error
+from .models import File, UploadResult
 
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
 DRAIN_LIMIT = 1 << 20  # bytes of body read before an early error is answered
 READ_AHEAD = 1 << 20  # bytes read from disk per trip to a thread while downloading
+READ_ATTEMPTS = 3  # opens of a file that keeps being replaced between its look and its read
 CONDITIONAL = {
     "If-Match": "412 unless the current file has one of these ETags (`*`: any file)",
     "If-None-Match": "uploads: `*` means create only, 412 if the file exists; reads: 304 on a match",
@@ -62,7 +66,7 @@ def content_disposition(name: str) -> str:
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
-def repr_digest(record: File) -> str:
+def repr_digest(record: FileRecord) -> str:
     return f"sha-256=:{base64.b64encode(bytes.fromhex(record.sha256)).decode()}:"
 
 
@@ -112,7 +116,8 @@ class FileHandler(BaseHandler):
         if self.request.method not in ("POST", "PUT"):
             return
         declared = self.request.headers.get("Content-Length")
-        length = int(declared) if declared and declared.isdigit() else None
+        # isdigit() alone takes "²" and other non-ASCII digits, which int() refuses.
+        length = int(declared) if declared and declared.isascii() and declared.isdigit() else None
         try:
             await self._begin(length)
         except ApiError as error:
@@ -128,7 +133,7 @@ class FileHandler(BaseHandler):
         """Check the upload's headers, start it in the store and pick its body decoder."""
         limit = self.config.max_upload_size
         if limit is not None and length is not None and length > limit:
-            raise ApiError(413, "payload_too_large", f"uploads are limited to {limit} bytes")
+            raise ApiError("payload_too_large", f"uploads are limited to {limit} bytes")
         self.connection.set_max_body_size(NO_LIMIT)
         content_type = self.request.headers.get("Content-Type")
         with client_errors():  # bad headers fail before the body is read
@@ -136,7 +141,9 @@ class FileHandler(BaseHandler):
             check_content_type(content_type)
             self.checks = Checks.from_headers(self.request.headers, multipart=is_multipart(content_type))
         bucket, key = self.path_args
-        self.upload = await self.call(self.store.begin_upload, bucket, key, length, self.precondition)
+        self.upload = await self.call(
+            self.store.begin_upload, bucket, key, size=length, precondition=self.precondition
+        )
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length, self.checks)
 
@@ -169,7 +176,7 @@ class FileHandler(BaseHandler):
         limit = self.config.max_upload_size
         try:
             if limit is not None and self.bytes_in > limit:
-                raise ApiError(413, "payload_too_large", f"uploads are limited to {limit} bytes")
+                raise ApiError("payload_too_large", f"uploads are limited to {limit} bytes")
             await self.call(self.body.feed, chunk)
             self.last_data = IOLoop.current().time()
         except Exception as exc:
@@ -181,7 +188,7 @@ class FileHandler(BaseHandler):
         error = api_error(exc)
         if error is None:
             log.error("upload of %s failed", self.request.path, exc_info=exc)
-            error = ApiError(500, "internal_error", "internal server error")
+            error = ApiError("internal_error", "internal server error")
         self.send_error(error.status_code, exc_info=(type(error), error, None))
 
     def _discard(self) -> None:
@@ -216,9 +223,9 @@ class FileHandler(BaseHandler):
         except BaseException:
             IOLoop.current().run_in_executor(None, upload.abort)
             raise
-        self.send_json(UploadResult(file=record), 201)
+        self.send_json(UploadResult(file=File.of(record)), 201)
 
-    async def _commit(self, upload: Upload, body: RawBody | MultipartBody, key: str) -> File:
+    async def _commit(self, upload: Upload, body: RawBody | MultipartBody, key: str) -> FileRecord:
         part = await self.call(body.finish)
         with client_errors():
             if self.checks is not None:
@@ -230,7 +237,9 @@ class FileHandler(BaseHandler):
                 else self.request.headers.get("Content-Type")
             )
             content_type = resolve_content_type(check_content_type(declared), name)
-        return await self.call(upload.commit, content_type, name, self.precondition)
+        return await self.call(
+            upload.commit, content_type=content_type, name=name, precondition=self.precondition
+        )
 
     put = post
 
@@ -241,18 +250,34 @@ class FileHandler(BaseHandler):
         await self._send(bucket, key, with_body=False)
 
     async def _send(self, bucket: str, key: str, *, with_body: bool) -> None:
-        # A GET reads its first chunk along with the open: a small file costs one thread hop.
-        ahead = self.config.chunk_size if with_body and "Range" not in self.request.headers else 0
-        reader: Reader = await self.call(self.store.open_file, bucket, key, ahead)
+        for _attempt in range(READ_ATTEMPTS):
+            try:
+                await self._send_version(bucket, key, with_body=with_body)
+                return
+            except FileChanged:
+                # The key was overwritten between its look and its read (a backend that cannot
+                # pin a version). Before any byte went out: answer the new version; after: cut
+                # the body short, so the client sees a truncated transfer, never a mixed one.
+                if self._headers_written:
+                    log.info("%s changed while it was being sent; connection closed", self.request.path)
+                    self.connection.close()
+                    return
+                self.clear()
+        raise ApiError("storage_unavailable", "the file kept changing while it was read; try again")
+
+    async def _send_version(self, bucket: str, key: str, *, with_body: bool) -> None:
+        # A whole GET reads its first chunk along with the open: a small file costs one thread hop.
+        whole = with_body and "Range" not in self.request.headers
+        reader, head = await self.call(_open, self.store, bucket, key, self.config.chunk_size if whole else 0)
         try:
             record = reader.record
-            self.set_header("ETag", record.etag)
-            self.set_header("Last-Modified", record.updated_at)
+            self.set_header("ETag", etag(record))
+            self.set_header("Last-Modified", last_modified(record))
             self.set_header("Accept-Ranges", "bytes")
             verdict = self.conditions.check_read(record)
             if verdict == 412:
                 raise ApiError(
-                    412, "precondition_failed", "the file does not match If-Match / If-Unmodified-Since"
+                    "precondition_failed", "the file does not match If-Match / If-Unmodified-Since"
                 )
             if verdict == 304:
                 self.set_status(304)
@@ -266,7 +291,6 @@ class FileHandler(BaseHandler):
                 )
             except RangeNotSatisfiable:
                 raise ApiError(
-                    416,
                     "range_not_satisfiable",
                     f"the file has {record.size} bytes",
                     {"Content-Range": f"bytes */{record.size}"},
@@ -280,25 +304,19 @@ class FileHandler(BaseHandler):
                 self.set_header("Content-Range", f"bytes {span[0]}-{span[1]}/{record.size}")
             self.set_header("Content-Length", length)
             if with_body:
-                reader.seek(first, length)
-                await self._stream(reader, length)
+                if not whole:
+                    reader.seek(first, length)
+                await self._stream(reader, head, length)
         finally:
             reader.close()
 
-    async def _stream(self, reader: Reader, length: int) -> None:
-        """Send `length` bytes from the reader's offset: READ_AHEAD bytes per trip to a thread,
-        written and flushed chunk_size at a time."""
-        loop, chunk_size = IOLoop.current(), self.config.chunk_size
+    async def _stream(self, reader: Reader, head: bytes, length: int) -> None:
+        """Send `length` bytes: `head` (read with the open), then from the reader READ_AHEAD bytes
+        per trip to a thread, written and flushed chunk_size at a time."""
+        chunk_size = self.config.chunk_size
         try:
-            while length > 0:
-                if reader.buffered():
-                    block = reader.read(min(chunk_size, length))
-                else:
-                    block = await loop.run_in_executor(
-                        None, reader.read, min(max(READ_AHEAD, chunk_size), length)
-                    )
-                if not block:
-                    raise OSError("the file ended early")  # cannot happen: files are never written in place
+            block = head
+            while True:
                 length -= len(block)
                 for start in range(0, len(block), chunk_size):
                     self.write(block[start : start + chunk_size])
@@ -306,10 +324,25 @@ class FileHandler(BaseHandler):
                     # flush() is already done when the socket took the chunk: yield, or one fast
                     # download starves every other request on this worker.
                     await asyncio.sleep(0)
+                if length <= 0:
+                    return
+                block = await self.call(reader.read, min(max(READ_AHEAD, chunk_size), length))
+                if not block:
+                    raise OSError("the file ended early")  # cannot happen: files are never written in place
         except StreamClosedError:
             pass  # the client went away
 
     async def delete(self, bucket: str, key: str) -> None:
-        await self.call(self.store.delete_file, bucket, key, self.precondition)
+        await self.call(self.store.delete_file, bucket, key, precondition=self.precondition)
         self.set_status(204)
         self.finish()
+
+
+def _open(store: Store, bucket: str, key: str, head: int) -> tuple[Reader, bytes]:
+    """Open a file and read its first `head` bytes, in one trip to a thread."""
+    reader = store.open_file(bucket, key, stream=head > 0)
+    try:
+        return reader, reader.read(head) if head else b""
+    except BaseException:
+        reader.close()
+        raise

@@ -1,51 +1,35 @@
-"""The store's filesystem primitives: descriptor-relative walks that never follow a symlink,
-renameat2, flock probes, and the metadata xattrs of files and buckets."""
+"""The filesystem store's primitives: descriptor-relative walks that never follow a symlink,
+renameat2, and the metadata xattrs of files and buckets."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import mimetypes
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import listing
-from .errors import Conflict, InsufficientStorage, InvalidKey
-from .models import Bucket, File
+from ..store.errors import InvalidKey
+from ..store.records import BucketRecord, FileRecord
 
 BUCKET_XATTR = "user.storage_server.bucket"
 STATS_XATTR = "user.storage_server.stats"
 FILE_XATTR = "user.storage_server.file"
-DIR = listing.DIR_FLAGS
+DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # What a key's path meets when no file is there: nothing, a folder, a file on the way, a link.
 ABSENT = (errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ELOOP)
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-_FILE_META_FIELDS = {"name", "content_type", "sha256", "created_at", "updated_at"}
-
-
-@contextlib.contextmanager
-def translated(what: str) -> Iterator[None]:
-    """Turn the OSErrors a client can act on into StorageErrors; let any other one through."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise InsufficientStorage("not enough free space to store the file") from exc
-        if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ELOOP):
-            raise Conflict(f"{what} conflicts with an existing file or folder") from exc
-        raise
+_FILE_META_FIELDS = {"name", "content_type", "sha256", "md5", "metadata", "created_at", "updated_at"}
 
 
 def _load_renameat2() -> Any:
@@ -62,18 +46,6 @@ def rename_noreplace(src: Path | str, dst_dir_fd: int, dst: str) -> None:
     if _renameat2(_AT_FDCWD, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE):
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), dst)
-
-
-def is_locked(path: str) -> bool:
-    """Whether some live process holds an flock on the file or folder at `path`."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def second_wall(parts: tuple[str, ...]) -> None:
@@ -140,7 +112,7 @@ def prune(chain: list[int], parts: tuple[str, ...]) -> None:
 class Current:
     """What stands at a key now: nothing, a file (with its record), a folder, or something else."""
 
-    def __init__(self, present: bool, record: File | None = None, folder: bool = False) -> None:
+    def __init__(self, present: bool, record: FileRecord | None = None, folder: bool = False) -> None:
         self.present = present
         self.record = record
         self.folder = folder
@@ -176,7 +148,7 @@ def current(parent: int, name: str) -> Current:
         os.close(fd)
 
 
-def record_at(dir_fd: int, name: str, bucket: str, key: str) -> File | None:
+def record_at(dir_fd: int, name: str, bucket: str, key: str) -> FileRecord | None:
     """The record of the regular file `name` in `dir_fd`, or None if it is gone or not a file."""
     try:
         fd = os.open(name, FILE, dir_fd=dir_fd)
@@ -189,13 +161,13 @@ def record_at(dir_fd: int, name: str, bucket: str, key: str) -> File | None:
         os.close(fd)
 
 
-def file_record(fd: int, info: os.stat_result, bucket: str, key: str) -> File:
+def file_record(fd: int, info: os.stat_result, bucket: str, key: str) -> FileRecord:
     """The record of an open file: its xattr metadata, or what can be said of a foreign file."""
     try:
         meta = json.loads(os.getxattr(fd, FILE_XATTR))
     except (OSError, ValueError):
         meta = _describe_foreign(fd, info, key.rsplit("/", 1)[-1])
-    return File.model_validate({**meta, "bucket": bucket, "path": key, "size": info.st_size})
+    return FileRecord.model_validate({**meta, "bucket": bucket, "path": key, "size": info.st_size})
 
 
 def _describe_foreign(fd: int, info: os.stat_result, name: str) -> dict[str, Any]:
@@ -218,15 +190,15 @@ def _describe_foreign(fd: int, info: os.stat_result, name: str) -> dict[str, Any
     return meta
 
 
-def file_meta(record: File) -> bytes:
-    return record.model_dump_json(include=_FILE_META_FIELDS).encode()
+def file_meta(record: FileRecord) -> bytes:
+    return record.model_dump_json(include=_FILE_META_FIELDS, exclude_defaults=True).encode()
 
 
-def bucket_meta(bucket: Bucket) -> bytes:
+def bucket_meta(bucket: BucketRecord) -> bytes:
     return bucket.model_dump_json(include={"public", "description", "created_at", "updated_at"}).encode()
 
 
-def read_bucket(fd: int, name: str) -> Bucket:
+def read_bucket(fd: int, name: str) -> BucketRecord:
     """The record of an open bucket folder, counters included."""
     try:
         meta = json.loads(os.getxattr(fd, BUCKET_XATTR))
@@ -235,7 +207,7 @@ def read_bucket(fd: int, name: str) -> Bucket:
         when = datetime.fromtimestamp(os.fstat(fd).st_mtime, UTC)
         meta = {"created_at": when, "updated_at": when}
     count, size = stats(fd)
-    return Bucket.model_validate({**meta, "name": name, "file_count": count, "total_size": size})
+    return BucketRecord.model_validate({**meta, "name": name, "file_count": count, "total_size": size})
 
 
 def stats(bucket_fd: int) -> tuple[int, int]:

@@ -15,13 +15,14 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import PreconditionFailed, Unavailable
-from .models import File
-from .settings import Settings
-from .store import S3_THREADS
+from ..settings import Settings
+from ..store.errors import PreconditionFailed, Unavailable
+from ..store.records import FileRecord
+from . import THREADS
 
 MAX_COPY = 5 * 1024**3  # the largest object one CopyObject may copy
-POOL = S3_THREADS  # HTTP connections per worker: one per thread that may be talking to the engine
+POOL = THREADS  # HTTP connections per worker: one per thread that may be talking to the engine
+USER = "u-"  # x-amz-meta- names of user metadata start with this (the rest are the record's)
 
 
 def make_client(config: Settings) -> Any:
@@ -81,7 +82,7 @@ class Missing(Unavailable):
 
 
 @contextlib.contextmanager
-def translated() -> Iterator[None]:
+def engine_errors() -> Iterator[None]:
     """Turn what the engine says into StorageErrors: 404 → Missing, 412 → PreconditionFailed,
     anything else it (or the network) fails with → Unavailable."""
     try:
@@ -118,7 +119,13 @@ def put_object(client: Any, condition: dict[str, str], **put: Any) -> Any:
 
 
 def copy_object(
-    client: Any, bucket: str, source: str, etag: str, record: File, target: str, condition: dict[str, str]
+    client: Any,
+    bucket: str,
+    source: str,
+    etag: str,
+    record: FileRecord,
+    target: str,
+    condition: dict[str, str],
 ) -> None:
     """Copy `source` (at version `etag`) to `target` with `record` as its metadata, inside the
     engine of `client` (in parts past MAX_COPY); a copy in parts completes under `condition`."""
@@ -126,7 +133,7 @@ def copy_object(
         "ContentType": record.content_type,
         "Metadata": file_meta(record),
     }
-    with translated():
+    with engine_errors():
         if record.size <= MAX_COPY:
             client.copy_object(
                 Bucket=bucket,
@@ -166,30 +173,37 @@ def copy_object(
             raise
 
 
-def file_meta(record: File) -> dict[str, str]:
-    """The x-amz-meta-* values of a file (header values are ASCII: the name is percent-encoded)."""
-    return {
+def file_meta(record: FileRecord) -> dict[str, str]:
+    """The x-amz-meta-* values of a file (header values are ASCII: text is percent-encoded)."""
+    meta = {
         "sha256": record.sha256,
         "name": quote(record.name, safe=""),
         "created": record.created_at.isoformat(),
         "updated": record.updated_at.isoformat(),
     }
+    if record.md5 is not None:
+        meta["md5"] = record.md5
+    for name, value in record.metadata.items():
+        meta[USER + name.lower()] = quote(value, safe="")
+    return meta
 
 
-def file_record(bucket: str, key: str, head: dict[str, Any]) -> File:
+def file_record(bucket: str, key: str, head: dict[str, Any]) -> FileRecord:
     """A file's record from a HEAD or GET answer (of the whole object or a range of it)."""
     meta = head.get("Metadata") or {}
     size = head["ContentLength"]
     if head.get("ContentRange"):
         size = int(str(head["ContentRange"]).rsplit("/", 1)[1])
     modified = head.get("LastModified") or datetime.now(UTC)
-    return File(
+    return FileRecord(
         bucket=bucket,
         path=key,
         name=unquote(meta.get("name", "")) or key.rsplit("/", 1)[-1],
         size=size,
         content_type=head.get("ContentType") or "application/octet-stream",
         sha256=meta.get("sha256", ""),
+        md5=meta.get("md5"),
+        metadata={k[len(USER) :]: unquote(v) for k, v in meta.items() if k.startswith(USER)},
         created_at=datetime.fromisoformat(meta["created"]) if "created" in meta else modified,
         updated_at=datetime.fromisoformat(meta["updated"]) if "updated" in meta else modified,
     )

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from .errors import PreconditionFailed
-from .models import File
+from ..store.errors import PreconditionFailed
+from ..store.records import FileRecord
 
 _ETAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -58,7 +58,12 @@ def parse_date(value: str | None) -> datetime | None:
     return date if date.tzinfo is not None else date.replace(tzinfo=UTC)
 
 
-def last_modified(record: File) -> datetime:
+def etag(record: FileRecord) -> str:
+    """The file's strong entity tag, as sent in the ETag header: its sha256, quoted."""
+    return f'"{record.sha256}"'
+
+
+def last_modified(record: FileRecord) -> datetime:
     """The record's Last-Modified, at the one-second precision an HTTP-date has."""
     return record.updated_at.replace(microsecond=0)
 
@@ -86,15 +91,15 @@ class Conditions:
         """Whether any header here can stop a write."""
         return any(v is not None for v in (self.if_match, self.if_none_match, self.if_unmodified_since))
 
-    def _fails_write_side(self, current: File | None) -> bool:
+    def _fails_write_side(self, current: FileRecord | None) -> bool:
         """Steps 1-2 of RFC 9110 13.2.2: If-Match, else If-Unmodified-Since."""
         if self.if_match is not None:
-            return current is None or not self.if_match.matches(current.etag, weak=False)
+            return current is None or not self.if_match.matches(etag(current), weak=False)
         if self.if_unmodified_since is not None and current is not None:
             return last_modified(current) > self.if_unmodified_since
         return False
 
-    def check_write(self, current: File | None) -> None:
+    def check_write(self, current: FileRecord | None) -> None:
         """For an upload, copy, move or delete: raise PreconditionFailed unless the conditions
         hold for the key's current file (None when it has none)."""
         if self._fails_write_side(current):
@@ -102,21 +107,21 @@ class Conditions:
                 "the file's current version does not match If-Match / If-Unmodified-Since"
             )
         none_match = self.if_none_match
-        if none_match is not None and current is not None and none_match.matches(current.etag, weak=True):
+        if none_match is not None and current is not None and none_match.matches(etag(current), weak=True):
             raise PreconditionFailed("the file exists (If-None-Match)")
 
-    def check_read(self, record: File) -> int | None:
+    def check_read(self, record: FileRecord) -> int | None:
         """For a GET or HEAD: 412, 304, or None to answer normally."""
         if self._fails_write_side(record):
             return 412
         if self.if_none_match is not None:
-            return 304 if self.if_none_match.matches(record.etag, weak=True) else None
+            return 304 if self.if_none_match.matches(etag(record), weak=True) else None
         if self.if_modified_since is not None and last_modified(record) <= self.if_modified_since:
             return 304
         return None
 
 
-def byte_range(header: str | None, if_range: str | None, record: File) -> tuple[int, int] | None:
+def byte_range(header: str | None, if_range: str | None, record: FileRecord) -> tuple[int, int] | None:
     """The (first, last) byte positions to send, or None for the whole file.
 
     Invalid or multi-range headers are answered with the whole file (RFC 9110 allows it); so is
@@ -141,11 +146,11 @@ def byte_range(header: str | None, if_range: str | None, record: File) -> tuple[
     return start, end
 
 
-def _if_range_holds(value: str | None, record: File) -> bool:
+def _if_range_holds(value: str | None, record: FileRecord) -> bool:
     if value is None:
         return True
     value = value.strip()
     if value.startswith('"'):
-        return value == record.etag  # strong comparison only
+        return value == etag(record)  # strong comparison only
     date = parse_date(value)
     return date is not None and date == last_modified(record)

@@ -1,0 +1,108 @@
+"""The native API's one error table: every code it answers with, its status and meaning, and
+which store (or request) exception maps to which code. The README's error table is printed
+from here (`python -m storage_server.native.errors`) and a test keeps the two equal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tornado.web import HTTPError
+
+from ..store import errors
+from .bodies import BadUpload
+from .digests import MalformedDigest
+
+
+@dataclass(frozen=True)
+class Code:
+    status: int
+    meaning: str
+
+
+CODES: dict[str, Code] = {
+    "invalid_bucket_name": Code(400, "not a valid bucket name"),
+    "invalid_key": Code(400, "not a valid file path"),
+    "malformed_multipart": Code(400, "the multipart/form-data body does not parse"),
+    "missing_file_part": Code(400, "the multipart body has no part named `file`"),
+    "invalid_filename": Code(400, "`X-Filename` or the part's file name is unusable"),
+    "invalid_content_type": Code(400, "the content type cannot be stored"),
+    "bad_digest": Code(400, "the bytes do not match the checksum sent; nothing stored"),
+    "invalid_digest": Code(400, "a checksum header is malformed (answered before the body is read)"),
+    "invalid_cursor": Code(400, "not a cursor this service handed out"),
+    "bad_request": Code(400, "the request itself is malformed"),
+    "bucket_not_found": Code(404, "no such bucket"),
+    "file_not_found": Code(404, "no such file"),
+    "not_found": Code(404, "no such route"),
+    "method_not_allowed": Code(405, "the route does not take this method (see `Allow`)"),
+    "conflict": Code(409, "a file stands where the path needs a folder, or the reverse"),
+    "precondition_failed": Code(412, "an `If-*` condition does not hold"),
+    "payload_too_large": Code(413, "the body is larger than `STORAGE_MAX_UPLOAD_SIZE`"),
+    "range_not_satisfiable": Code(416, "no byte of the range exists (`Content-Range: bytes */size`)"),
+    "validation_error": Code(422, "a JSON body or query that does not parse or fit"),
+    "internal_error": Code(500, "a fault of the server; details go to its log only"),
+    "storage_unavailable": Code(503, "the storage path or object store cannot be used now"),
+    "insufficient_storage": Code(
+        507, "the disk is full, or a declared `Content-Length` does not fit; nothing partial is kept"
+    ),
+}
+
+# Exceptions the client caused or can act on; the most specific class listed wins.
+EXCEPTIONS: dict[type[Exception], str] = {
+    errors.InvalidName: "invalid_bucket_name",
+    errors.InvalidKey: "invalid_key",
+    errors.BadDigest: "bad_digest",
+    MalformedDigest: "invalid_digest",
+    errors.BucketNotFound: "bucket_not_found",
+    errors.FileNotFound: "file_not_found",
+    errors.Conflict: "conflict",
+    errors.PreconditionFailed: "precondition_failed",
+    errors.InsufficientStorage: "insufficient_storage",
+    errors.Unavailable: "storage_unavailable",
+}
+
+# Codes for the errors Tornado raises itself (unknown route, wrong method, bad framing).
+TORNADO = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+class ApiError(HTTPError):
+    """An error answer: a code of CODES (its status follows), a human-readable detail, and any
+    headers the answer needs (such as Content-Range on a 416)."""
+
+    def __init__(self, code: str, detail: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(CODES[code].status)
+        self.code = code
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def api_error(exc: BaseException) -> ApiError | None:
+    """The answer for an exception the client caused or can act on; None for a server fault."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, BadUpload):
+        return ApiError(exc.code, str(exc))
+    for cls in type(exc).__mro__:
+        if cls in EXCEPTIONS:
+            return ApiError(EXCEPTIONS[cls], str(exc))
+    return None
+
+
+def code_for_status(status: int) -> str:
+    """The code of an error Tornado raised by itself (500 for anything it did not expect)."""
+    return TORNADO.get(status, "internal_error")
+
+
+def markdown_table() -> str:
+    """The README's error table."""
+    lines = ["| status | code | meaning |", "|---|---|---|"]
+    lines += [f"| {c.status} | `{name}` | {c.meaning} |" for name, c in sorted(CODES.items(), key=_order)]
+    return "\n".join(lines) + "\n"
+
+
+def _order(item: tuple[str, Code]) -> tuple[int, int]:
+    return item[1].status, list(CODES).index(item[0])
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -1,0 +1,67 @@
+"""The records a store hands back: what it knows of a file, a bucket and a page of a listing.
+They are the store's, not HTTP's: no header quoting, no cursors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def now() -> datetime:
+    """The time every store stamps its records with: timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class FileRecord(BaseModel):
+    """One stored file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    path: str = Field(description="The key inside the bucket, segments joined by '/'.")
+    name: str = Field(description="Original file name (X-Filename or the multipart filename).")
+    size: int
+    content_type: str
+    sha256: str = Field(description="Hex SHA-256 of the stored bytes.")
+    md5: str | None = Field(default=None, description="Hex MD5 of the bytes, when the upload asked for it.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="User metadata (S3 x-amz-meta-*).")
+    created_at: datetime = Field(description="First upload of this path; kept on overwrite.")
+    updated_at: datetime = Field(description="This version.")
+
+
+class BucketRecord(BaseModel):
+    """One bucket, with its file count and total size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    public: bool = False
+    description: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    file_count: int = Field(default=0, description="Files in the bucket, kept up to date on every change.")
+    total_size: int = Field(default=0, description="Bytes in all of the bucket's files.")
+
+
+class BucketChanges(BaseModel):
+    """What update_bucket changes: only the fields given (`description=None` clears it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    public: bool = False
+    description: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields that were given, by name."""
+        return self.model_dump(include=self.model_fields_set)
+
+
+class Page(BaseModel):
+    """One page of a listing: files and (with a delimiter) folders, in UTF-8 byte order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    files: list[FileRecord]
+    folders: list[str]
+    next_after: str | None = None  # the last key of the page when more follow, else None
