@@ -9,12 +9,10 @@ there), the primitives (`fs/ops.py`), the reader and the atomic upload (`fs/stag
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import stat
 import uuid
-from pathlib import Path
 
 from .fs import ops as fsops
 from .fs.folders import DirFolder, sizes
@@ -23,9 +21,9 @@ from .fs.staging import COMMIT_ATTEMPTS, BlobReader, Upload
 from .settings import Settings
 from .store import walk
 from .store.contract import Precondition
-from .store.errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, Unavailable
+from .store.errors import BucketNotFound, Conflict, FileNotFound, InvalidKey
 from .store.keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
-from .store.localdisk import is_locked, os_errors, sweep_folder
+from .store.localdisk import os_errors, sweep_folder
 from .store.records import BucketChanges, BucketRecord, FileRecord, Page, now
 
 __all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Upload"]
@@ -40,39 +38,10 @@ class BlobStore(Layout):
     def for_settings(cls, config: Settings) -> BlobStore:
         return cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
 
-    def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
-        super().__init__(root, fsync=fsync, reserve=reserve)
-        self._alive: int | None = None
-
     def __repr__(self) -> str:
         return f"files under {self.root}"
 
     # -- start-up, health, recovery -------------------------------------------------------------
-
-    def prepare(self) -> None:
-        """Create the root and internal folders and check that the filesystem has what the store
-        needs (user xattrs, renameat2); raise Unavailable with the reason if not."""
-        probe = self.tmp / f"{uuid.uuid4().hex}.probe"
-        try:
-            for folder in (self.tmp, self.trash, self.locks, self.workers):
-                folder.mkdir(parents=True, exist_ok=True)
-            probe.mkdir()
-            os.setxattr(probe, fsops.BUCKET_XATTR, b"{}")
-            tmp_fd = os.open(self.tmp, fsops.DIR)
-            try:
-                fsops.rename_noreplace(probe, tmp_fd, probe.name)
-            except FileExistsError:
-                pass  # renameat2 works: it refused to replace the probe with itself
-            finally:
-                os.close(tmp_fd)
-        except OSError as exc:
-            raise Unavailable(
-                f"the storage path {self.root} must be a writable folder on a filesystem with user "
-                f"extended attributes and renameat2, such as ext4, xfs, btrfs or tmpfs ({exc.strerror})"
-            ) from exc
-        finally:
-            with contextlib.suppress(OSError):
-                probe.rmdir()
 
     def sweep(self, grace: float = SWEEP_GRACE) -> int:
         """Remove temp files and trashed buckets that no live process owns; return how many.
@@ -82,30 +51,10 @@ class BlobStore(Layout):
         """
         return sweep_folder(self.tmp, grace) + sweep_folder(self.trash, grace, remove_dir=True)
 
-    def register_worker(self) -> None:
-        """Mark this process as a live worker until it exits (or unregisters)."""
-        marker = self.workers / f"{os.getpid()}-{uuid.uuid4().hex}.alive"
-        self._alive = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._alive, fcntl.LOCK_EX)
-        self._alive_path = marker
-
-    def unregister_worker(self) -> None:
-        if self._alive is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._alive_path)
-            os.close(self._alive)
-            self._alive = None
-
     def recover(self) -> list[int]:
         """Recount every bucket if a worker died without unregistering (it may have been between
         a rename and its counter update); return the PIDs of such workers."""
-        dead = []
-        with os.scandir(self.workers) as entries:
-            for entry in entries:
-                with contextlib.suppress(FileNotFoundError):
-                    if not is_locked(entry.path):
-                        os.unlink(entry.path)
-                        dead.append(int(entry.name.split("-", 1)[0]))
+        dead = self.dead_workers()
         if dead:
             for bucket in self.list_buckets():
                 with contextlib.suppress(BucketNotFound):
@@ -118,23 +67,6 @@ class BlobStore(Layout):
             found = list(sizes(fd))
             fsops.set_stats(fd, len(found), sum(found))
             return fsops.read_bucket(fd, name)
-
-    def is_writable(self) -> bool:
-        """True when a file can be created, written and removed in the storage path."""
-        probe = self.tmp / f"{uuid.uuid4().hex}.health"
-        try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return False
-        try:
-            os.write(fd, b"ok")
-            return True
-        except OSError:
-            return False
-        finally:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(probe)
 
     # -- buckets ----------------------------------------------------------------------------------
 
@@ -344,7 +276,9 @@ class BlobStore(Layout):
                         if source is None:
                             raise FileNotFound(src_bucket, src_key)
                         if (src_bucket, src_parts) == (dst_bucket, dst_parts):
-                            return source
+                            return source.model_copy(
+                                update={"bucket": src_bucket, "path": "/".join(src_parts)}
+                            )
                         target = fsops.current(dst_parent, dst_parts[-1])
                         if target.folder:
                             raise Conflict("a folder stands where the destination needs a file")

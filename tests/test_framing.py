@@ -24,6 +24,8 @@ BAD_REQUESTS = {
     "negative content-length": PUT + b"Content-Length: -3\r\n\r\nabc",
     "two content-lengths": PUT + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
     "hex content-length": PUT + b"Content-Length: 0x3\r\n\r\nabc",
+    "non-ascii digit in content-length": PUT + b"Content-Length: 1\xb2\r\n\r\nabc",
+    "only a non-ascii digit as content-length": PUT + b"Content-Length: \xb2\r\n\r\nabc",
     "bad chunk size": PUT + CHUNKED + b"\r\nzz\r\nab\r\n",
     "chunked without the final chunk": PUT + CHUNKED + b"\r\n5\r\nhello\r\n",
     "oversized header": b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",

@@ -182,3 +182,70 @@ async def test_files_over_the_single_copy_limit_are_copied_in_parts(
         download = await api.request("GET", f"/api/v1/files/photos/{key}")
         assert hashlib.sha256(download.body).hexdigest() == body_json(upload)["file"]["sha256"]
     assert temp_files(s3) == []
+
+
+def _once(action: Any) -> Any:
+    """A botocore event handler that runs `action` the first time it fires, and never again."""
+    fired: list[bool] = []
+
+    def handler(**_kwargs: Any) -> None:
+        if not fired:
+            fired.append(True)
+            action()
+
+    return handler
+
+
+def _put(s3: S3Store, key: str, data: bytes) -> None:
+    upload = s3.begin_upload("photos", key)
+    upload.write(data)
+    upload.commit(content_type="application/octet-stream", name=key)
+
+
+async def test_a_file_replaced_between_its_look_and_its_ranged_read_is_served_whole_not_500(
+    api: Api, s3: S3Store
+) -> None:
+    _put(s3, "v.bin", b"old version!")
+    # The replacement lands after the HEAD that sent the headers, before the ranged GET.
+    replace = _once(lambda: _put(s3, "v.bin", b"NEW VERSION, LONGER"))
+    s3.client.meta.events.register("before-call.s3.GetObject", replace)
+    try:
+        response = await api.request("GET", "/api/v1/files/photos/v.bin", headers={"Range": "bytes=0-2"})
+    finally:
+        s3.client.meta.events.unregister("before-call.s3.GetObject", replace)
+    assert (response.code, response.body) == (206, b"NEW")
+    assert response.headers["Content-Range"] == "bytes 0-2/19"
+
+
+async def test_move_keeps_a_source_overwritten_between_the_copy_and_the_delete(api: Api, s3: S3Store) -> None:
+    _put(s3, "src.txt", b"the version moved")
+    overwrite = _once(lambda: _put(s3, "src.txt", b"written meanwhile"))
+    s3.client.meta.events.register("after-call.s3.CopyObject", overwrite)
+    try:
+        body = {
+            "source": {"bucket": "photos", "path": "src.txt"},
+            "destination": {"bucket": "photos", "path": "dst.txt"},
+        }
+        moved = await api.request("POST", "/api/v1/move", body)
+    finally:
+        s3.client.meta.events.unregister("after-call.s3.CopyObject", overwrite)
+    assert moved.code == 200, moved.body
+    assert (await api.request("GET", "/api/v1/files/photos/dst.txt")).body == b"the version moved"
+    assert (await api.request("GET", "/api/v1/files/photos/src.txt")).body == b"written meanwhile"
+
+
+def test_one_sweeper_at_a_time_across_stores_on_the_same_prefix(
+    s3: S3Store, config: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = open_store(config)  # another worker or node: same engine bucket, same prefix
+    assert isinstance(other, S3Store)
+    listed: list[str] = []
+    other.client.meta.events.register("before-call.s3.ListMultipartUploads", lambda **_: listed.append("x"))
+    s3.sweep()  # takes the lease
+    other.sweep()
+    assert listed == []  # the other one skipped the engine's sweep
+    assert other.lease.take() is False
+    assert s3.lease.take() is True  # the holder renews
+    monkeypatch.setattr(s3sweep.time, "time", lambda: 1e12)  # long after the lease expired
+    other.sweep()
+    assert listed == ["x"]

@@ -7,14 +7,17 @@ import logging
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from storage_server.blobfs import BlobStore
 from storage_server.settings import Settings
 from tests.conftest import Api
-from tests.service import Service, children
+from tests.service import ROOT, Service, children
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -96,3 +99,29 @@ def test_metrics_are_summed_over_all_workers(start: type[Service]) -> None:
     text = service.request("GET", "/metrics")[1].decode()
     assert sample(text, "storage_requests_total", **health) - before == 40
     assert sample(text, "storage_requests_in_flight") == 1
+
+
+def test_metrics_storage_is_chosen_explicitly_before_prometheus_client_loads(tmp_path: Path) -> None:
+    """run.py chooses multi-process metrics before the fork; choosing after prometheus_client
+    was loaded (when it has already picked its storage) is refused, not silently wrong."""
+    script = (
+        "import sys\n"
+        "from storage_server import telemetry\n"
+        "assert 'prometheus_client' not in sys.modules\n"
+        f"telemetry.setup({str(tmp_path)!r})\n"
+        "telemetry.metrics().requests.labels('GET', '/x', '200').inc()\n"
+        "import prometheus_client.values as v\n"
+        "print(v.ValueClass.__name__)\n"
+    )
+    good = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() != "MutexValue"  # the file-backed, multi-process value
+    assert list(tmp_path.glob("*.db"))
+    late = "import prometheus_client\nfrom storage_server import telemetry\ntelemetry.setup('/nonexistent')\n"
+    refused = subprocess.run(
+        [sys.executable, "-c", late], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert refused.returncode != 0
+    assert "telemetry.setup must run before any metric exists" in refused.stderr

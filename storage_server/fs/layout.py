@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..store.errors import BucketNotFound, InsufficientStorage, Unavailable
 from ..store.keys import validate_bucket_name
-from ..store.localdisk import open_locked
+from ..store.localdisk import is_locked, open_locked
 from . import ops
 
 INTERNAL_DIR = ".storage-server"  # a bucket name cannot start with "."
@@ -36,6 +37,74 @@ class Layout:
         self.trash = internal / "trash"
         self.locks = internal / "locks"
         self.workers = internal / "workers"
+        self._alive: int | None = None
+
+    def prepare(self) -> None:
+        """Create the root and internal folders and check that the filesystem has what the store
+        needs (user xattrs, renameat2); raise Unavailable with the reason if not."""
+        probe = self.tmp / f"{uuid.uuid4().hex}.probe"
+        try:
+            for folder in (self.tmp, self.trash, self.locks, self.workers):
+                folder.mkdir(parents=True, exist_ok=True)
+            probe.mkdir()
+            os.setxattr(probe, ops.BUCKET_XATTR, b"{}")
+            tmp_fd = os.open(self.tmp, ops.DIR)
+            try:
+                ops.rename_noreplace(probe, tmp_fd, probe.name)
+            except FileExistsError:
+                pass  # renameat2 works: it refused to replace the probe with itself
+            finally:
+                os.close(tmp_fd)
+        except OSError as exc:
+            raise Unavailable(
+                f"the storage path {self.root} must be a writable folder on a filesystem with user "
+                f"extended attributes and renameat2, such as ext4, xfs, btrfs or tmpfs ({exc.strerror})"
+            ) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
+
+    def register_worker(self) -> None:
+        """Mark this process as a live worker until it exits (or unregisters)."""
+        marker = self.workers / f"{os.getpid()}-{uuid.uuid4().hex}.alive"
+        self._alive = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._alive, fcntl.LOCK_EX)
+        self._alive_path = marker
+
+    def unregister_worker(self) -> None:
+        if self._alive is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._alive_path)
+            os.close(self._alive)
+            self._alive = None
+
+    def dead_workers(self) -> list[int]:
+        """Remove the markers of workers that died without unregistering; return their PIDs."""
+        dead = []
+        with os.scandir(self.workers) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if not is_locked(entry.path):
+                        os.unlink(entry.path)
+                        dead.append(int(entry.name.split("-", 1)[0]))
+        return dead
+
+    def is_writable(self) -> bool:
+        """True when a file can be created, written and removed in the storage path."""
+        probe = self.tmp / f"{uuid.uuid4().hex}.health"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            os.write(fd, b"ok")
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
 
     def free_bytes(self) -> int:
         """Bytes an unprivileged writer can still store under the root."""

@@ -46,16 +46,20 @@ class BlobReader:
     def __init__(self, fd: int, record: FileRecord) -> None:
         self._fd = fd
         self.offset = 0
+        self.end = record.size
         self.record = record
 
     def fileno(self) -> int:
         return self._fd
 
     def seek(self, offset: int, length: int) -> None:
-        self.offset = offset
+        self.offset, self.end = offset, offset + length
 
     def read(self, size: int) -> bytes:
-        """The next `size` bytes at most; fewer only at the end of the file."""
+        """The next `size` bytes at most; fewer only at the end of the span."""
+        size = min(size, self.end - self.offset)
+        if size <= 0:
+            return b""
         data = os.pread(self._fd, size, self.offset)
         self.offset += len(data)
         return data

@@ -27,7 +27,7 @@ CODES: dict[str, Code] = {
     "missing_file_part": Code(400, "the multipart body has no part named `file`"),
     "invalid_filename": Code(400, "`X-Filename` or the part's file name is unusable"),
     "invalid_content_type": Code(400, "the content type cannot be stored"),
-    "bad_digest": Code(400, "the bytes do not match the checksum sent; nothing stored"),
+    "bad_digest": Code(400, "the bytes do not match the checksum sent (nothing is stored)"),
     "invalid_digest": Code(400, "a checksum header is malformed (answered before the body is read)"),
     "invalid_cursor": Code(400, "not a cursor this service handed out"),
     "bad_request": Code(400, "the request itself is malformed"),
@@ -94,14 +94,12 @@ def code_for_status(status: int) -> str:
 
 
 def markdown_table() -> str:
-    """The README's error table."""
-    lines = ["| status | code | meaning |", "|---|---|---|"]
-    lines += [f"| {c.status} | `{name}` | {c.meaning} |" for name, c in sorted(CODES.items(), key=_order)]
+    """The README's error table: each status with its codes and what they mean."""
+    lines = ["| status | code: meaning |", "|---|---|"]
+    for status in sorted({c.status for c in CODES.values()}):
+        codes = [f"`{name}`: {c.meaning}" for name, c in CODES.items() if c.status == status]
+        lines.append(f"| {status} | {'; '.join(codes)} |")
     return "\n".join(lines) + "\n"
-
-
-def _order(item: tuple[str, Code]) -> tuple[int, int]:
-    return item[1].status, list(CODES).index(item[0])
 
 
 if __name__ == "__main__":

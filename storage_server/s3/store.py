@@ -366,9 +366,13 @@ class S3Store(Objects):
         entries, more = walk.first(found, limit)
         keys = [e.key for e in entries if not e.folder]
         heads = LOOKUPS.map(lambda k: self.head(base_prefix + k, bucket, k).record, keys)
+        # Some engines (SeaweedFS) keep a folder emptied by deletes and list it as a common
+        # prefix: a folder is listed only while an object lies under it.
+        common = [e.key for e in entries if e.folder]
+        alive = LOOKUPS.map(lambda k: self.any_under(base_prefix + k), common)
         return Page(
             files=[record for record in heads if record is not None],
-            folders=[e.key for e in entries if e.folder],
+            folders=[key for key, live in zip(common, alive, strict=True) if live],
             next_after=entries[-1].key if more else None,
         )
 
