@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import logging
 import os
 import shutil
@@ -22,9 +23,10 @@ from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
 from storage_server import telemetry
+from storage_server.auth.keyring import Keyring, KeysFileError
 from storage_server.backends import open_store
 from storage_server.notify import notify
-from storage_server.server import serve
+from storage_server.server import reload_when_serving, serve
 from storage_server.settings import Settings
 from storage_server.store.errors import StorageError
 
@@ -65,12 +67,55 @@ def forward(signum: int, _frame: FrameType | None) -> None:
     sys.exit(0)
 
 
+class Supervisor:
+    """What the supervisor keeps: its PID and the keys it hands each worker it forks."""
+
+    pid = 0
+    keys = Keyring([])
+    keys_file: Path | None = None
+
+
+def reload_keys(signum: int, _frame: FrameType | None) -> None:
+    """SIGHUP. In the supervisor: read the keys file again (keeping the old keys if it does not
+    load), for the workers it forks from now on, and pass the signal on to every worker. In a
+    worker that does not serve yet: reload as soon as it does."""
+    if os.getpid() != Supervisor.pid:
+        reload_when_serving()
+        return
+    try:
+        Supervisor.keys = Keyring.load(Supervisor.keys_file)
+    except KeysFileError as exc:
+        log.error("keys not reloaded, the previous ones stay in force: %s", exc)
+    for pid in children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGHUP)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+
+
 def main(argv: list[str] | None = None) -> None:
     config = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
+    try:
+        keys = Keyring.load(config.keys_file)
+    except KeysFileError as exc:
+        sys.exit(f"storage_server: cannot start: {exc}")
+    if not keys.enabled and not is_loopback(config.host):
+        log.warning(
+            "no STORAGE_KEYS_FILE: anyone who can reach %s:%d can read, change and delete every file",
+            config.host,
+            config.port,
+        )
     store = open_store(config)
     try:
         store.prepare()
@@ -94,12 +139,14 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    Supervisor.pid, Supervisor.keys, Supervisor.keys_file = os.getpid(), keys, config.keys_file
+    signal.signal(signal.SIGHUP, reload_keys)
     log.info("serving %s on %s:%d", store, config.host, config.port)
     # Returns only in a worker; a worker that dies is replaced at once, up to MAX_RESTARTS times
     # over the supervisor's life (Tornado's default, 100, is too few for a long-lived service;
     # past it the supervisor exits and systemd restarts the whole service).
     fork_processes(config.workers, max_restarts=MAX_RESTARTS)
-    uvloop.run(serve(config))
+    uvloop.run(serve(config, Supervisor.keys))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class Server:
         self.tmp = tmp
         self.port = free_port()
         self.proc: subprocess.Popen[bytes]
+        self.headers: dict[str, str] = {}  # sent with every request (a key, when the server has keys)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}{self.prefix}{name}"
@@ -104,7 +105,14 @@ class Storage(Server):
     name = "storage_server"
     prefix = "/api/v1/files/bench/"
 
-    def __init__(self, tmp: Path, workers: int, fsync: bool, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        workers: int,
+        fsync: bool,
+        env: dict[str, str] | None = None,
+        api_key: str | None = None,
+    ) -> None:
         super().__init__(tmp)
         data = tmp / "storage"
         args = [
@@ -118,6 +126,13 @@ class Storage(Server):
             "off",
         ]
         args += ["--log-level", "WARNING", "--fsync" if fsync else "--no-fsync"]
+        if api_key is not None:  # a service with keys: every request carries one
+            keys = tmp / "keys.toml"
+            keys.parent.mkdir(parents=True, exist_ok=True)
+            keys.write_text(f'[[keys]]\nid = "bench"\nsecret = "{api_key}"\naccess = "admin"\n')
+            keys.chmod(0o600)
+            args += ["--keys-file", str(keys)]
+            self.headers = {"X-API-Key": api_key}
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "run.py"), *args],
             start_new_session=True,
@@ -125,7 +140,7 @@ class Storage(Server):
         )
         self.wait()
         conn = http.client.HTTPConnection("127.0.0.1", self.port)
-        conn.request("POST", "/api/v1/buckets", body=b'{"name": "bench"}')
+        conn.request("POST", "/api/v1/buckets", body=b'{"name": "bench"}', headers=self.headers)
         conn.getresponse().read()
 
 
@@ -172,7 +187,7 @@ http {{
 
 def request(server: Server, method: str, name: str, body: bytes | None = None) -> int:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    conn.request(method, f"{server.prefix}{name}", body=body)
+    conn.request(method, f"{server.prefix}{name}", body=body, headers=server.headers)
     response = conn.getresponse()
     response.read()
     conn.close()
@@ -265,6 +280,8 @@ def ttfb(server: Server, name: str, clients: int, per_client: int) -> dict[str, 
 
 def wrk(server: Server, seconds: int, url: str, script: Path | None = None) -> dict[str, float]:
     args = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    for name, value in server.headers.items():
+        args += ["-H", f"{name}: {value}"]
     if script is not None:
         args += ["-s", str(script)]
     with_cpu: dict[str, float] = {}
@@ -415,6 +432,13 @@ def run(scale: Scale, workers: int) -> dict[str, Any]:
             figures = {}
             transfers(unsynced, big, figures)
             results["storage_server"]["upload_raw_mbps_no_fsync"] = figures["upload_raw_mbps"]
+            unsynced.stop()
+            # The cost of checking a key on every request: the same small GETs, keys configured.
+            keyed = Storage(tmp / "keyed", workers, fsync=True, api_key="bench-secret-0123456789")
+            servers.append(keyed)
+            assert request(keyed, "PUT", "4k.bin", os.urandom(4 * KiB)) in (200, 201)
+            results["storage_server"]["get_4k_with_key"] = wrk(keyed, scale.wrk_seconds, keyed.url("4k.bin"))
+            assert results["storage_server"]["get_4k_with_key"]["non_2xx"] == 0, "the key was refused"
         finally:
             for server in servers:
                 server.stop()
@@ -465,6 +489,9 @@ def table(results: dict[str, Any]) -> str:
         "< 10 ms",
         s["get_4k"]["p99_ms"] < 10,
     )
+    keyed = s["get_4k_with_key"]
+    add("4 KiB GET req/s, with X-API-Key", keyed["rps"], n["get_4k"]["rps"], "(report: key check cost)", True)
+    add("4 KiB GET p99 ms, with X-API-Key", keyed["p99_ms"], n["get_4k"]["p99_ms"], "(report)", True)
     add("64 KiB GET req/s", s["get_64k"]["rps"], n["get_64k"]["rps"], "(report)", True)
     add("4 KiB upload req/s", s["put_4k"]["rps"], n["put_4k"]["rps"], ">= 0.25 x nginx PUT",
         s["put_4k"]["rps"] >= 0.25 * n["put_4k"]["rps"])  # fmt: skip

@@ -61,12 +61,26 @@ def make_files(environment: Any, **_kwargs: Any) -> None:
         test_file(kind)
 
 
-class StorageUser(HttpUser):
+API_KEY = os.environ.get("LOADTEST_API_KEY")  # a key of the service's STORAGE_KEYS_FILE, if it has one
+
+
+class KeyedUser(HttpUser):
+    """Sends LOADTEST_API_KEY (when set) with every request, as the SelfDB backend does."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        if API_KEY:
+            self.client.headers["X-API-Key"] = API_KEY
+
+
+class StorageUser(KeyedUser):
     """The everyday mix the SelfDB backend sends."""
 
     wait_time = between(0.1, 0.5)
 
     def on_start(self) -> None:
+        super().on_start()
         self.client.post(f"{API}/buckets", json={"name": SHARED_BUCKET})
         self.prefix = uuid.uuid4().hex[:12]
         self.mine: list[str] = []
@@ -124,7 +138,7 @@ class StorageUser(HttpUser):
         self.client.get("/health")
 
 
-class BucketUser(HttpUser):
+class BucketUser(KeyedUser):
     """Bucket administration: each user works on buckets of its own."""
 
     wait_time = between(0.5, 1.5)
@@ -141,13 +155,14 @@ class BucketUser(HttpUser):
         self.client.delete(f"{API}/buckets/{name}", name="delete bucket")
 
 
-class LargeFileUser(HttpUser):
+class LargeFileUser(KeyedUser):
     """On demand only (name it on the command line): one huge file up, down and checked."""
 
     wait_time = between(1, 2)
     weight = 1 if "LOADTEST_LARGE_MIB" in os.environ else 0  # off unless its file size is given
 
     def on_start(self) -> None:
+        super().on_start()
         self.client.post(f"{API}/buckets", json={"name": SHARED_BUCKET})
         self.source = test_file("huge")
         self.digest = sha256_of(self.source)

@@ -15,14 +15,13 @@ import stat
 import uuid
 
 from .fs import ops as fsops
-from .fs.folders import DirFolder, sizes
+from .fs.folders import list_page, sizes
 from .fs.layout import INTERNAL_DIR, Layout
 from .fs.staging import COMMIT_ATTEMPTS, BlobReader, Upload
 from .settings import Settings
-from .store import walk
 from .store.contract import Precondition
-from .store.errors import BucketNotFound, Conflict, FileNotFound, InvalidKey
-from .store.keys import is_bucket_name, validate_bucket_name, validate_key, validate_prefix
+from .store.errors import BucketNotFound, Conflict, FileNotFound
+from .store.keys import is_bucket_name, validate_bucket_name, validate_key
 from .store.localdisk import os_errors, sweep_folder
 from .store.records import BucketChanges, BucketRecord, FileRecord, Page, now
 
@@ -71,7 +70,13 @@ class BlobStore(Layout):
     # -- buckets ----------------------------------------------------------------------------------
 
     def create_bucket(
-        self, name: str, *, public: bool = False, description: str | None = None
+        self,
+        name: str,
+        *,
+        public: bool = False,
+        description: str | None = None,
+        file_size_limit: int | None = None,
+        allowed_mime_types: list[str] | None = None,
     ) -> tuple[BucketRecord, bool]:
         """Create a bucket and return it with True, or return the existing one untouched with False.
 
@@ -80,7 +85,13 @@ class BlobStore(Layout):
         validate_bucket_name(name)
         when = now()
         bucket = BucketRecord(
-            name=name, public=public, description=description, created_at=when, updated_at=when
+            name=name,
+            public=public,
+            description=description,
+            file_size_limit=file_size_limit,
+            allowed_mime_types=allowed_mime_types,
+            created_at=when,
+            updated_at=when,
         )
         staged = self.tmp / f"{uuid.uuid4().hex}.bucket"
         created = False
@@ -114,8 +125,9 @@ class BlobStore(Layout):
         """Raise InvalidName or BucketNotFound unless the bucket exists."""
         os.close(self.open_bucket(name))
 
-    def get_bucket(self, name: str) -> BucketRecord:
-        """The bucket's record; raise InvalidName or BucketNotFound."""
+    def get_bucket(self, name: str, *, counted: bool = True) -> BucketRecord:
+        """The bucket's record (its counters are always at hand here); raise InvalidName or
+        BucketNotFound."""
         return self._get_bucket(name)
 
     def update_bucket(self, name: str, changes: BucketChanges) -> BucketRecord:
@@ -153,6 +165,8 @@ class BlobStore(Layout):
         key: str,
         *,
         size: int | None = None,
+        room: int | None = None,
+        content_type: str | None = None,
         precondition: Precondition | None = None,
         md5: bool = False,
     ) -> Upload:
@@ -163,14 +177,16 @@ class BlobStore(Layout):
         when `precondition` already fails (it is checked again at commit).
         """
         parts = validate_key(key)
-        self.check_space(size or 0)
+        self.check_space(room or size or 0)
         bucket_fd = self.open_bucket(bucket)
         try:
+            limits = fsops.read_limits(bucket_fd)
+            limits.check(size, content_type)
             current = self._check_way(bucket_fd, parts)
             if precondition is not None:
                 precondition(current)
             with os_errors("the upload"):
-                return Upload(self, bucket, parts, bucket_fd, md5=md5)
+                return Upload(self, bucket, parts, bucket_fd, limits=limits, md5=md5)
         except BaseException:
             os.close(bucket_fd)
             raise
@@ -279,6 +295,7 @@ class BlobStore(Layout):
                             return source.model_copy(
                                 update={"bucket": src_bucket, "path": "/".join(src_parts)}
                             )
+                        fsops.read_limits(dst_fd).check(source.size, source.content_type)
                         target = fsops.current(dst_parent, dst_parts[-1])
                         if target.folder:
                             raise Conflict("a folder stands where the destination needs a file")
@@ -313,12 +330,16 @@ class BlobStore(Layout):
         """Copy a file (bytes and metadata) to another key; same errors as move_file."""
         reader = self.open_file(src_bucket, src_key)
         try:
+            source = reader.record
             upload = self.begin_upload(
-                dst_bucket, dst_key, size=reader.record.size, precondition=precondition
+                dst_bucket,
+                dst_key,
+                size=source.size,
+                content_type=source.content_type,
+                precondition=precondition,
             )
             try:
                 upload.copy_from(reader)
-                source = reader.record
                 return upload.commit(
                     content_type=source.content_type,
                     name=source.name,
@@ -344,34 +365,9 @@ class BlobStore(Layout):
         lists nothing. Raises InvalidName, BucketNotFound."""
         bucket_fd = self.open_bucket(bucket)
         try:
-            folders, partial = validate_prefix(prefix)
-            chain = fsops.open_chain(bucket_fd, folders)
-        except InvalidKey:
-            folders, partial, chain = (), "", []
-        except OSError as exc:
-            folders, partial, chain = (), "", []
-            if exc.errno not in fsops.ABSENT:
-                raise
+            return list_page(bucket_fd, bucket, prefix, delimited, limit, after)
         finally:
             os.close(bucket_fd)
-        try:
-            base = "".join(f"{f}/" for f in folders)
-            found = walk.walk(DirFolder(chain[-1]), base, partial, delimited, after) if chain else iter(())
-            files: list[FileRecord] = []
-            common: list[str] = []
-            taken, last = 0, None
-            for entry in found:
-                if taken == limit:
-                    return Page(files=files, folders=common, next_after=last)
-                taken, last = taken + 1, entry.key
-                if entry.folder:
-                    common.append(entry.key)
-                elif (record := fsops.record_at(entry.parent.fd, entry.name, bucket, entry.key)) is not None:
-                    files.append(record)
-            return Page(files=files, folders=common)
-        finally:
-            for fd in chain:
-                os.close(fd)
 
     # -- internals --------------------------------------------------------------------------------
 

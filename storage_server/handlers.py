@@ -6,17 +6,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
+import urllib.parse
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from tornado.web import Application, RequestHandler, StaticFileHandler
 
 from . import __version__, telemetry
+from .auth import signing
+from .auth.keyring import Access, Keyring
 from .native import openapi
-from .native.base import BaseHandler, Op
+from .native.base import BaseHandler, Op, client_errors
 from .native.conditional import Conditions
 from .native.errors import ApiError, api_error
 from .native.files import CONDITIONAL, FileHandler
+from .native.guard import OPEN, Rule
 from .native.models import (
     BatchDelete,
     BatchDeleteResult,
@@ -28,18 +35,21 @@ from .native.models import (
     Health,
     Listing,
     ListQuery,
+    SignedUrl,
+    SignRequest,
     TransferRequest,
     Unhealthy,
     UploadResult,
 )
 from .settings import Settings
 from .store.contract import Store
+from .store.keys import validate_key
 
 API = "/api/v1"
 
 
 class NotFoundHandler(BaseHandler):
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         raise ApiError("not_found", f"no route for {self.request.path}")
 
 
@@ -73,13 +83,20 @@ class BucketsHandler(BaseHandler):
 
     async def post(self) -> None:
         req = self.parse(BucketCreate)
+        self.authorize(Access.ADMIN, req.name)
         bucket, created = await self.call(
-            self.store.create_bucket, req.name, public=req.public, description=req.description
+            self.store.create_bucket,
+            req.name,
+            public=req.public,
+            description=req.description,
+            file_size_limit=req.file_size_limit,
+            allowed_mime_types=req.allowed_mime_types,
         )
         self.send_json(Bucket.of(bucket), 201 if created else 200)
 
     async def get(self) -> None:
-        self.send_json([Bucket.of(b) for b in await self.call(self.store.list_buckets)])
+        buckets = await self.call(self.store.list_buckets)
+        self.send_json([Bucket.of(b) for b in buckets if self.key is None or self.key.sees(b.name)])
 
 
 class BucketHandler(BaseHandler):
@@ -191,6 +208,9 @@ class TransferHandler(BaseHandler):
 
     async def post(self) -> None:
         req = self.parse(TransferRequest)
+        # A copy reads its source; a move also deletes it.
+        self.authorize(Access.READ if self.verb == "copy" else Access.WRITE, req.source.bucket)
+        self.authorize(Access.WRITE, req.destination.bucket)
         conditions = Conditions.from_headers(self.request.headers)
         fn = self.store.copy_file if self.verb == "copy" else self.store.move_file
         record = await self.call(
@@ -228,6 +248,30 @@ class MoveHandler(TransferHandler):
             headers=CONDITIONAL,
         )
     }
+
+
+class SignHandler(BaseHandler):
+    ops: ClassVar[dict[str, Op]] = {
+        "post": Op(
+            "A signed URL for one file: GET (download) or PUT (upload) without a key, until it expires",
+            body=SignRequest,
+            response=SignedUrl,
+            errors=(400, 401, 403, 422),
+        )
+    }
+
+    async def post(self, bucket: str, path: str) -> None:
+        req = self.parse(SignRequest)
+        with client_errors():
+            validate_key(path)
+        await self.call(self.store.check_bucket, bucket)
+        if self.key is None:
+            raise ApiError("bad_request", "signed URLs need keys: the service has no STORAGE_KEYS_FILE")
+        self.authorize(Access.READ if req.method == "GET" else Access.WRITE, bucket)
+        expires = int(self.application.settings["clock"]()) + req.expires_in
+        query = signing.sign(self.key, req.method, bucket, path, expires, req.upsert and req.method == "PUT")
+        url = f"{API}/files/{bucket}/{urllib.parse.quote(path, safe='/')}?{query}"
+        self.send_json(SignedUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC)))
 
 
 class OpenAPIHandler(BaseHandler):
@@ -279,6 +323,7 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (f"{API}/buckets/{{bucket}}/files", ListingHandler),
     (f"{API}/buckets/{{bucket}}/delete", BatchDeleteHandler),
     (f"{API}/files/{{bucket}}/{{path}}", FileHandler),
+    (f"{API}/sign/{{bucket}}/{{path}}", SignHandler),
     (f"{API}/copy", CopyHandler),
     (f"{API}/move", MoveHandler),
     ("/openapi.json", OpenAPIHandler),
@@ -286,23 +331,58 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     ("/docs", DocsHandler),
 ]
 
+READ = Rule(Access.READ, "path")
+WRITE = Rule(Access.WRITE, "path")
+ADMIN = Rule(Access.ADMIN, "path")
+FILE_READ = Rule(Access.READ, "path", public=True, signed="GET")
+FILE_WRITE = Rule(Access.WRITE, "path", signed="PUT")
+# Who may do what, for every route and method: the one access table (tests/test_access.py walks
+# it with every kind of key). Rules with scope "body" are checked by their handler with
+# `authorize` once the body names the bucket.
+ACCESS: dict[str, dict[str, Rule]] = {
+    "/health": {"GET": OPEN},
+    f"{API}/health": {"GET": OPEN},
+    f"{API}/buckets": {"GET": Rule(Access.READ), "POST": Rule(Access.ADMIN, "body")},
+    f"{API}/buckets/{{bucket}}": {"GET": READ, "PATCH": ADMIN, "PUT": ADMIN, "DELETE": ADMIN},
+    f"{API}/buckets/{{bucket}}/files": {"GET": READ},
+    f"{API}/buckets/{{bucket}}/delete": {"POST": WRITE},
+    f"{API}/files/{{bucket}}/{{path}}": {
+        "GET": FILE_READ,
+        "HEAD": FILE_READ,
+        "POST": FILE_WRITE,
+        "PUT": FILE_WRITE,
+        "DELETE": WRITE,
+    },
+    f"{API}/sign/{{bucket}}/{{path}}": {"POST": READ},  # and WRITE for a PUT URL, in the handler
+    f"{API}/copy": {"POST": Rule(Access.READ, "body")},
+    f"{API}/move": {"POST": Rule(Access.WRITE, "body")},
+    "/openapi.json": {"GET": OPEN},
+    "/metrics": {"GET": Rule(Access.READ)},
+    "/docs": {"GET": OPEN},
+}
+
 
 def pattern(template: str) -> str:
     """The URL regex of a path template: `{path}` may span folders, other names may not."""
     return template.replace("{path}", "(.+)").replace("{bucket}", "([^/]+)") + "$"
 
 
-def make_app(config: Settings, store: Store) -> Application:
-    """The Tornado application with every route, sharing one store."""
+def make_app(
+    config: Settings, store: Store, keyring: Keyring | None = None, clock: Callable[[], float] = time.time
+) -> Application:
+    """The Tornado application with every route, sharing one store; the keys of
+    config.keys_file unless `keyring` is given (raise KeysFileError when it cannot be used)."""
     deps = {"store": store, "config": config}
-    routes: list[Any] = [(pattern(t), h, {**deps, "route": t}) for t, h in ROUTES]
+    routes: list[Any] = [(pattern(t), h, {**deps, "route": t, "rules": ACCESS[t]}) for t, h in ROUTES]
     routes.append((r"/docs/static/(.*)", StaticFileHandler, {"path": str(swagger_assets())}))
     in_flight: set[RequestHandler] = set()
     return Application(
         routes,
         default_handler_class=NotFoundHandler,
-        default_handler_args={**deps, "route": "unmatched"},
+        default_handler_args={**deps, "route": "unmatched", "rules": {}},
         in_flight=in_flight,
-        openapi=json.dumps(openapi.document(ROUTES)).encode(),
+        keyring=keyring if keyring is not None else Keyring.load(config.keys_file),
+        clock=clock,
+        openapi=json.dumps(openapi.document(ROUTES, ACCESS)).encode(),
         log_function=lambda handler: telemetry.record(handler, config.access_log),
     )

@@ -13,6 +13,7 @@ from tornado.netutil import bind_sockets
 from tornado.web import Application
 
 from . import telemetry
+from .auth.keyring import Keyring, KeysFileError
 from .backends import open_store, threads_for
 from .handlers import make_app
 from .notify import notify
@@ -27,10 +28,11 @@ BODY_CHUNK = 1024 * 1024  # most bytes read from the socket per data_received ca
 SWEEP_EVERY = 60.0
 
 
-def make_server(config: Settings, store: Store) -> HTTPServer:
-    """An HTTPServer for the app, with the connection limits taken from the settings."""
+def make_server(config: Settings, store: Store, keyring: Keyring | None = None) -> HTTPServer:
+    """An HTTPServer for the app, with the connection limits taken from the settings (and the
+    keys of config.keys_file unless `keyring` is given)."""
     return HTTPServer(
-        make_app(config, store),
+        make_app(config, store, keyring),
         idle_connection_timeout=config.idle_timeout,
         max_body_size=JSON_BODY_LIMIT,
         chunk_size=BODY_CHUNK,
@@ -44,12 +46,23 @@ def in_flight(server: HTTPServer) -> int:
     return len(app.settings["in_flight"])
 
 
-async def serve(config: Settings) -> None:
-    """Run one worker until SIGTERM or SIGINT, then drain in-flight requests and return."""
+_reload_pending = False
+
+
+def reload_when_serving() -> None:
+    """A SIGHUP that reached this worker before it could act on it: reload once it serves."""
+    global _reload_pending
+    _reload_pending = True
+
+
+async def serve(config: Settings, keyring: Keyring) -> None:
+    """Run one worker with `keyring` (the supervisor's, read before the fork: a worker that
+    replaces a dead one never depends on the file being readable now) until SIGTERM or SIGINT,
+    then drain in-flight requests and return. SIGHUP reloads the keys file."""
     store = open_store(config)
     store.register_worker()
     try:
-        server = make_server(config, store)
+        server = make_server(config, store, keyring)
         server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
         loop = asyncio.get_running_loop()
         if (threads := threads_for(config)) is not None:
@@ -57,6 +70,9 @@ async def serve(config: Settings) -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_keys, server, config)
+        if _reload_pending:
+            reload_keys(server, config)
         upkeep = asyncio.create_task(_upkeep(store))
         log.info("worker listening on %s:%d", config.host, config.port)
         notify(f"READY=1\nSTATUS=listening on {config.host}:{config.port}")
@@ -75,6 +91,18 @@ async def serve(config: Settings) -> None:
         await asyncio.wait_for(server.close_all_connections(), timeout=5)
     finally:
         store.unregister_worker()
+
+
+def reload_keys(server: HTTPServer, config: Settings) -> None:
+    """SIGHUP: read the keys file again; connections stay open, a bad file keeps the old keys."""
+    app = server.request_callback
+    assert isinstance(app, Application)
+    try:
+        app.settings["keyring"] = Keyring.load(config.keys_file)
+    except KeysFileError as exc:
+        log.error("keys not reloaded, the previous ones stay in force: %s", exc)
+        return
+    log.info("keys reloaded: %d", len(app.settings["keyring"].keys))
 
 
 async def _upkeep(store: Store) -> None:

@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a worker waits for in-flight requests after SIGTERM before it exits.",
     )
+    keys_file: Path | None = Field(
+        None,
+        description="TOML file of API keys (`[[keys]]` with id, secret, access, buckets; mode 0600). "
+        "Unset: no authentication, as an internal service on a trusted network.",
+    )
+    cors_origins: list[str] = Field(
+        [],
+        description="Origins allowed to call the API from a browser, a JSON list such as "
+        '`["https://app.example.com"]` (`"*"`: any); empty sends no CORS headers.',
+    )
     s3_endpoint: str | None = Field(
         None, description="S3 endpoint URL, e.g. `http://127.0.0.1:8333`; unset means AWS for the region."
     )

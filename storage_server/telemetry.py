@@ -135,6 +135,7 @@ def record(handler: RequestHandler, log_format: str) -> None:
     seconds = request.request_time()
     bytes_in = getattr(handler, "bytes_in", 0)
     bytes_out = getattr(handler, "bytes_out", 0)
+    key = getattr(handler, "key_id", None)  # the key's id, never its secret
     m = metrics()
     try:
         m.requests.labels(request.method, route, str(status)).inc()
@@ -160,13 +161,14 @@ def record(handler: RequestHandler, log_format: str) -> None:
                 "bytes_out": bytes_out,
                 "duration_ms": round(seconds * 1000, 2),
                 "worker": os.getpid(),
+                "key": key,
             }
         )
         access.log(level, "%s", line)
     else:
         access.log(
             level,
-            "%s %s %d in=%d out=%d %.1fms worker=%d route=%s",
+            "%s %s %d in=%d out=%d %.1fms worker=%d route=%s key=%s",
             request.method,
             request.path,
             status,
@@ -175,4 +177,5 @@ def record(handler: RequestHandler, log_format: str) -> None:
             seconds * 1000,
             os.getpid(),
             route,
+            key or "-",
         )

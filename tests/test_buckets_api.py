@@ -8,7 +8,17 @@ from storage_server.store import Store
 from tests.conftest import Api, body_json
 from tests.stored import all_objects
 
-BUCKET_FIELDS = {"name", "public", "description", "created_at", "updated_at", "file_count", "total_size"}
+BUCKET_FIELDS = {
+    "name",
+    "public",
+    "description",
+    "file_size_limit",
+    "allowed_mime_types",
+    "created_at",
+    "updated_at",
+    "file_count",
+    "total_size",
+}
 
 
 async def test_create_bucket_returns_201_with_the_bucket(api: Api) -> None:

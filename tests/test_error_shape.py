@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MISSING = {"{bucket}": "no-such-bucket", "{path}": "some/file.txt"}
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # Bodies that are valid, so that the missing bucket is what fails; `{}` elsewhere (invalid).
-VALID_BODIES = {"/api/v1/buckets/{bucket}/delete": b'{"paths": ["x"]}', "/api/v1/files/{bucket}/{path}": b"x"}
+VALID_BODIES = {
+    "/api/v1/buckets/{bucket}/delete": b'{"paths": ["x"]}',
+    "/api/v1/files/{bucket}/{path}": b"x",
+    "/api/v1/sign/{bucket}/{path}": b'{"method": "GET", "expires_in": 60}',
+}
 
 
 def url_of(template: str) -> str:

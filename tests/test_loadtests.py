@@ -31,10 +31,15 @@ def run_locust(
         return next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
 
 
-def test_locust_mix_smoke_has_no_failures(start: type[Service], tmp_path: Path) -> None:
-    service = start("--workers", "2")
+def test_locust_mix_smoke_with_keys_has_no_failures(start: type[Service], tmp_path: Path) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[keys]]\nid = "locust"\nsecret = "locust-secret-0123456789"\naccess = "admin"\n')
+    keys.chmod(0o600)
+    service = start("--workers", "2", "--keys-file", str(keys))
     service.wait_ready(workers=2)
-    totals = run_locust(service, tmp_path, "StorageUser", "BucketUser")
+    totals = run_locust(
+        service, tmp_path, "StorageUser", "BucketUser", env={"LOADTEST_API_KEY": "locust-secret-0123456789"}
+    )
     assert int(totals["Request Count"]) > 20
     assert int(totals["Failure Count"]) == 0
     assert "Traceback" not in service.output()

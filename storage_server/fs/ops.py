@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.errors import InvalidKey
+from ..store.limits import NONE, Limits
 from ..store.records import BucketRecord, FileRecord
 
 BUCKET_XATTR = "user.storage_server.bucket"
@@ -195,7 +196,18 @@ def file_meta(record: FileRecord) -> bytes:
 
 
 def bucket_meta(bucket: BucketRecord) -> bytes:
-    return bucket.model_dump_json(include={"public", "description", "created_at", "updated_at"}).encode()
+    fields = {"public", "description", "file_size_limit", "allowed_mime_types", "created_at", "updated_at"}
+    return bucket.model_dump_json(include=fields).encode()
+
+
+def read_limits(fd: int) -> Limits:
+    """The limits of an open bucket folder (none for a folder made by hand)."""
+    try:
+        meta = json.loads(os.getxattr(fd, BUCKET_XATTR))
+    except (OSError, ValueError):
+        return NONE
+    types = meta.get("allowed_mime_types")
+    return Limits(meta.get("file_size_limit"), tuple(types) if types is not None else None)
 
 
 def read_bucket(fd: int, name: str) -> BucketRecord:

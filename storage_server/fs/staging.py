@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..store.contract import Precondition
 from ..store.errors import Conflict, StorageError
+from ..store.limits import NONE, Limits
 from ..store.localdisk import os_errors, write_all
 from ..store.records import FileRecord, now
 from . import ops as fsops
@@ -78,9 +79,17 @@ class Upload:
     """
 
     def __init__(
-        self, store: Layout, bucket: str, parts: tuple[str, ...], bucket_fd: int, *, md5: bool = False
+        self,
+        store: Layout,
+        bucket: str,
+        parts: tuple[str, ...],
+        bucket_fd: int,
+        *,
+        limits: Limits = NONE,
+        md5: bool = False,
     ) -> None:
         self._store = store
+        self._limits = limits
         self._bucket = bucket
         self._parts = parts
         self._lock = threading.Lock()
@@ -102,6 +111,7 @@ class Upload:
             if self._md5 is not None:
                 self._md5.update(data)
             size = memoryview(data).nbytes
+            self._limits.check_size(self.size + size)
             if self.size // SPACE_CHECK_EVERY != (self.size + size) // SPACE_CHECK_EVERY:
                 self._store.check_space(0)  # keep the reserve for uploads of unknown length too
             with os_errors("the upload"):
@@ -144,6 +154,7 @@ class Upload:
         with self._lock:
             fd = self._live_fd()
             try:
+                self._limits.check(self.size, content_type)
                 return self._commit(fd, self._record(content_type, name, metadata), precondition)
             finally:
                 self._discard()

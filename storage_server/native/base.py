@@ -11,12 +11,26 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from tornado.ioloop import IOLoop
-from tornado.web import RequestHandler
+from tornado.web import HTTPError, RequestHandler
 
 from .. import telemetry
+from ..auth import signing
+from ..auth.keyring import Access, Key, Keyring
+from ..auth.signing import Grant
 from ..settings import Settings
 from ..store.contract import Store
 from .errors import ApiError, api_error, code_for_status
+from .guard import (
+    CORS_EXPOSED,
+    CORS_HEADERS,
+    Rule,
+    by_key,
+    check_grant,
+    cors_origin,
+    credentials,
+    forbidden,
+    unauthorized,
+)
 from .models import ErrorBody
 
 T = TypeVar("T")
@@ -58,14 +72,95 @@ class Op:
 
 class BaseHandler(RequestHandler):
     ops: ClassVar[dict[str, Op]] = {}
+    key: Key | None = None  # the key the request was admitted with
+    grant: Grant | None = None  # or the signed URL
 
-    def initialize(self, store: Store, config: Settings, route: str) -> None:
+    def initialize(self, store: Store, config: Settings, route: str, rules: Mapping[str, Rule]) -> None:
         self.store = store
         self.config = config
         self.route = route
+        self.rules = rules
         self.bytes_in = 0
         self.bytes_out = 0
+        self.set_default_headers()
         self._track(True)
+
+    @property
+    def keyring(self) -> Keyring:
+        keyring: Keyring = self.application.settings["keyring"]
+        return keyring
+
+    @property
+    def key_id(self) -> str | None:
+        """For the access log: which key the request used (never its secret)."""
+        if self.key is not None:
+            return self.key.id
+        return f"{self.grant.key.id}(signed-url)" if self.grant is not None else None
+
+    async def prepare(self) -> None:
+        await self.admit()
+
+    async def admit(self) -> None:
+        """Let the request through if its route's rule allows it: raise 401 or 403 otherwise."""
+        rule = self.rules.get(self.request.method or "")
+        if rule is None or rule.need is None or not self.keyring.enabled:
+            return  # open (a method the route lacks is answered 405 by Tornado)
+        bucket = self.path_args[0] if rule.scope == "path" else None
+        secret = credentials(self.request.headers)
+        if secret is not None:
+            self.key = by_key(self.keyring, secret, rule, bucket)
+            return
+        query = self.request.query_arguments
+        if rule.signed is not None and signing.is_signed(query) and len(self.path_args) == 2:
+            values = {name: raw[-1].decode("utf-8", "surrogateescape") for name, raw in query.items()}
+            now = self.application.settings["clock"]()
+            try:
+                grant = signing.verify(self.keyring, values, self.path_args[0], self.path_args[1], now)
+            except signing.SignatureExpired:
+                raise ApiError("signature_expired", "the signed URL has expired") from None
+            except signing.SignatureInvalid:
+                raise ApiError("signature_invalid", "the signed URL does not hold") from None
+            check_grant(grant, rule)
+            self.grant = grant
+            return
+        if rule.public and bucket is not None and await self._public(bucket):
+            return
+        raise unauthorized("this request needs a key: X-API-Key or Authorization: Bearer")
+
+    async def _public(self, bucket: str) -> bool:
+        try:
+            record = await self.call(self.store.get_bucket, bucket, counted=False)
+        except ApiError:
+            return False  # no such bucket: the same 401 as a private one
+        return record.public
+
+    def authorize(self, need: Access, bucket: str) -> None:
+        """For a bucket named in the body: raise 403 unless the request's key may `need` on it."""
+        if self.key is not None and not self.key.may(need, bucket):
+            raise forbidden(self.key)
+
+    def set_default_headers(self) -> None:
+        # Also run by Tornado before initialize (no config yet): initialize runs it again.
+        config: Settings | None = getattr(self, "config", None)
+        if config is None:
+            return
+        if config.cors_origins:
+            self.set_header("Vary", "Origin")  # the answer depends on it, for caches too
+        origin = cors_origin(config.cors_origins, self.request.headers.get("Origin"))
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSED)
+
+    async def options(self, *_args: str) -> None:
+        """A CORS preflight, when the origin is allowed; 405 otherwise, as before CORS."""
+        origin = cors_origin(self.config.cors_origins, self.request.headers.get("Origin"))
+        if origin is None or "Access-Control-Request-Method" not in self.request.headers:
+            raise HTTPError(405)
+        self.set_header("Access-Control-Allow-Methods", ", ".join(self.allowed_methods()))
+        self.set_header("Access-Control-Allow-Headers", CORS_HEADERS)
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
 
     def _track(self, active: bool) -> None:
         in_flight: set[RequestHandler] = self.application.settings["in_flight"]
@@ -88,7 +183,7 @@ class BaseHandler(RequestHandler):
         return [
             m
             for m in cls.SUPPORTED_METHODS
-            if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
+            if m != "OPTIONS" and getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
         ]
 
     def compute_etag(self) -> str | None:

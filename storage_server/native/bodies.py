@@ -153,8 +153,13 @@ def check_content_type(value: str | None) -> str | None:
     return value
 
 
+def is_generic(content_type: str) -> bool:
+    """Whether a declared type says nothing about the bytes (then the name decides)."""
+    return parse_options_header(content_type)[0] in GENERIC_TYPES
+
+
 def resolve_content_type(declared: str | None, name: str) -> str:
     """The declared type unless it is missing or generic, else a guess from the name."""
-    if declared and parse_options_header(declared)[0] not in GENERIC_TYPES:
+    if declared and not is_generic(declared):
         return declared
     return mimetypes.guess_type(name)[0] or OCTET_STREAM

@@ -15,7 +15,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
 from ..store.contract import Precondition, Reader, Store, Upload
-from ..store.errors import FileChanged
+from ..store.errors import FileChanged, PreconditionFailed
 from ..store.records import FileRecord
 from .base import BaseHandler, Op, client_errors
 from .bodies import (
@@ -25,6 +25,7 @@ from .bodies import (
     check_filename,
     decoder_for,
     header_filename,
+    is_generic,
     is_multipart,
     resolve_content_type,
 )
@@ -80,7 +81,7 @@ class FileHandler(BaseHandler):
             ok=201,
             body="file",
             response=UploadResult,
-            errors=(400, 404, 409, 412, 413, 507),
+            errors=(400, 404, 409, 412, 413, 415, 507),
             headers=CONDITIONAL,
             notes=UPLOAD_NOTES,
         ),
@@ -114,11 +115,13 @@ class FileHandler(BaseHandler):
     async def prepare(self) -> None:
         self.conditions = Conditions.from_headers(self.request.headers)
         if self.request.method not in ("POST", "PUT"):
+            await self.admit()
             return
         declared = self.request.headers.get("Content-Length")
         # isdigit() alone takes "²" and other non-ASCII digits, which int() refuses.
         length = int(declared) if declared and declared.isascii() and declared.isdigit() else None
         try:
+            await self.admit()
             await self._begin(length)
         except ApiError as error:
             if length is None or length > DRAIN_LIMIT:
@@ -141,15 +144,34 @@ class FileHandler(BaseHandler):
             check_content_type(content_type)
             self.checks = Checks.from_headers(self.request.headers, multipart=is_multipart(content_type))
         bucket, key = self.path_args
+        multipart = is_multipart(content_type)
+        declared = None if multipart or content_type is None else check_content_type(content_type)
         self.upload = await self.call(
-            self.store.begin_upload, bucket, key, size=length, precondition=self.precondition
+            self.store.begin_upload,
+            bucket,
+            key,
+            size=None if multipart else length,
+            room=length,
+            content_type=declared if declared and not is_generic(declared) else None,
+            precondition=self.precondition,
         )
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length, self.checks)
 
     @property
     def precondition(self) -> Precondition | None:
-        return self.conditions.check_write if self.conditions.guards_writes else None
+        create_only = self.grant is not None and not self.grant.upsert
+        if not self.conditions.guards_writes:
+            return _create_only if create_only else None
+        if not create_only:
+            return self.conditions.check_write
+        check = self.conditions.check_write
+
+        def both(current: FileRecord | None) -> None:
+            _create_only(current)
+            check(current)
+
+        return both
 
     @property
     def connection(self) -> HTTP1Connection:
@@ -336,6 +358,12 @@ class FileHandler(BaseHandler):
         await self.call(self.store.delete_file, bucket, key, precondition=self.precondition)
         self.set_status(204)
         self.finish()
+
+
+def _create_only(current: FileRecord | None) -> None:
+    """A signed upload URL without upsert creates only."""
+    if current is not None:
+        raise PreconditionFailed("the file exists, and the signed URL does not allow replacing it")
 
 
 def _open(store: Store, bucket: str, key: str, head: int) -> tuple[Reader, bytes]:

@@ -4,9 +4,18 @@ store's records."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    StringConstraints,
+    computed_field,
+)
 
 from ..store.keys import BUCKET_PATTERN, KEY_DOC_MAX_LENGTH, KEY_PATTERN
 from ..store.records import BucketChanges, BucketRecord, FileRecord
@@ -16,6 +25,17 @@ BUCKET_NAME: dict[str, JsonValue] = {"pattern": BUCKET_PATTERN}
 KEY: dict[str, JsonValue] = {"pattern": KEY_PATTERN, "maxLength": KEY_DOC_MAX_LENGTH}
 
 DESCRIPTION_MAX = 1024
+
+
+def _whole_float(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A JSON integer: 5 or 5.0 (JSON Schema's "integer" takes both), never true, "5" or 5.5.
+Whole = Annotated[int, Strict(), BeforeValidator(_whole_float)]
+Bytes = Annotated[int, Strict(), Field(ge=0), BeforeValidator(_whole_float)]
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+MimeType = Annotated[str, StringConstraints(pattern=rf"^{_TOKEN}/(?:\*|{_TOKEN})$")]
 
 
 class _Request(BaseModel):
@@ -29,13 +49,20 @@ class BucketCreate(_Request):
     )
     public: bool = False
     description: str | None = Field(None, max_length=DESCRIPTION_MAX)
+    file_size_limit: Bytes | None = Field(None, description="Largest file in bytes; null: no limit.")
+    allowed_mime_types: list[MimeType] | None = Field(
+        None, max_length=100, description="Allowed content types (`image/png`, `image/*`); null: any."
+    )
 
 
 class BucketUpdate(_Request):
-    """Only the fields present in the body change; `description: null` clears it."""
+    """Only the fields present in the body change; `description: null` clears it (so does null for
+    the limits)."""
 
     public: bool = False
     description: str | None = Field(None, max_length=DESCRIPTION_MAX)
+    file_size_limit: Bytes | None = None
+    allowed_mime_types: list[MimeType] | None = Field(None, max_length=100)
 
     def changes(self) -> BucketChanges:
         return BucketChanges(**self.model_dump(include=self.model_fields_set))
@@ -152,3 +179,14 @@ class DeleteResult(BaseModel):
 
 class BatchDeleteResult(BaseModel):
     results: list[DeleteResult]
+
+
+class SignRequest(_Request):
+    method: Literal["GET", "PUT"] = Field(description="GET: download (and HEAD); PUT: upload (PUT or POST).")
+    expires_in: Whole = Field(ge=1, le=604800, description="Seconds the URL stays valid, 1 to 7 days.")
+    upsert: bool = Field(False, description="PUT only: may replace an existing file (else create only).")
+
+
+class SignedUrl(BaseModel):
+    url: str = Field(description="The file's path with the signature in its query; add it to the base URL.")
+    expires_at: datetime

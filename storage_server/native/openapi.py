@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,9 +13,14 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .. import __version__
 from .base import BaseHandler, Op
+from .guard import Rule
 from .models import BUCKET_NAME, KEY, ErrorBody
 
 REF = "#/components/schemas/{model}"
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
 PATH_PARAMS = {"bucket": BUCKET_NAME, "path": KEY}
 ANY_FILE: dict[str, Any] = {"*/*": {"schema": {}}}
 UPLOAD_BODY = {
@@ -36,10 +41,13 @@ REASONS = {
     206: "Partial Content",
     304: "Not Modified",
     400: "Bad request: invalid name, key, body, header or checksum",
+    401: "No key, or an unknown one (when the service has keys)",
+    403: "The key may not do this here, or the signed URL is expired or invalid",
     404: "Bucket, file or route not found",
     409: "A file stands where a folder is needed, or the reverse",
     412: "A precondition (If-Match, If-None-Match, If-Unmodified-Since) failed",
-    413: "Larger than the configured upload limit",
+    413: "Larger than the configured upload limit or the bucket's file_size_limit",
+    415: "The bucket's allowed_mime_types do not include the file's type",
     416: "Range not satisfiable",
     422: "The JSON body or query does not fit its schema",
     503: "Storage unavailable",
@@ -66,7 +74,9 @@ def _json(kind: Any) -> dict[str, Any]:
     return {"application/json": {"schema": _schema(kind)}}
 
 
-def _operation(template: str, method: str, op: Op, params: list[dict[str, Any]]) -> dict[str, Any]:
+def _operation(
+    template: str, method: str, op: Op, params: list[dict[str, Any]], rule: Rule | None
+) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": op.summary,
         "description": op.notes,
@@ -108,8 +118,14 @@ def _operation(template: str, method: str, op: Op, params: list[dict[str, Any]])
         responses[str(status)] = {"description": description}
         if status == 206:
             responses[str(status)]["content"] = ANY_FILE
-    for status in op.errors:
+    secured = rule is not None and rule.need is not None
+    for status in sorted({*op.errors, *((401, 403) if secured else ())}):
         responses[str(status)] = {"description": REASONS[status], "content": _json(ErrorBody)}
+    if not secured:
+        operation["security"] = []  # open to anyone, keys or not
+    elif rule is not None and (rule.public or rule.signed):
+        # A key, or none at all: a public bucket's file, or a signed URL (its query says).
+        operation["security"] = [{"ApiKey": []}, {"Bearer": []}, {}]
     responses["default"] = {"description": "Any other error", "content": _json(ErrorBody)}
     operation["responses"] = responses
     return operation
@@ -126,8 +142,11 @@ def _models(handlers: Iterable[type[BaseHandler]]) -> list[tuple[type[BaseModel]
     return list(found.values())
 
 
-def document(routes: Sequence[tuple[str, type[BaseHandler]]]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of these (path template, handler) routes."""
+def document(
+    routes: Sequence[tuple[str, type[BaseHandler]]], access: Mapping[str, Mapping[str, Rule]]
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of these (path template, handler) routes, with the access rules
+    of each method as its security."""
     paths: dict[str, Any] = {}
     for template, handler in routes:
         if not handler.ops:
@@ -136,8 +155,10 @@ def document(routes: Sequence[tuple[str, type[BaseHandler]]]) -> dict[str, Any]:
             {"name": name, "in": "path", "required": True, "schema": {"type": "string", **PATH_PARAMS[name]}}
             for name in re.findall(r"{(\w+)}", template)
         ]
+        rules = access.get(template, {})
         paths[template] = {
-            method: _operation(template, method, op, params) for method, op in handler.ops.items()
+            method: _operation(template, method, op, params, rules.get(method.upper()))
+            for method, op in handler.ops.items()
         }
     _, schemas = models_json_schema(_models(h for _, h in routes), ref_template=REF)
     return {
@@ -148,5 +169,7 @@ def document(routes: Sequence[tuple[str, type[BaseHandler]]]) -> dict[str, Any]:
             "description": "Buckets of files, streamed in and out. Errors are always {detail, code}.",
         },
         "paths": paths,
-        "components": {"schemas": schemas.get("$defs", {})},
+        "components": {"schemas": schemas.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
+        # Either header: with keys configured, every operation not marked open needs one.
+        "security": [{"ApiKey": []}, {"Bearer": []}],
     }

@@ -23,7 +23,9 @@ from pydantic import BaseModel, ValidationError
 
 from ..store.errors import BucketNotFound, Conflict, Unavailable
 from ..store.keys import is_bucket_name, validate_bucket_name
+from ..store.limits import Limits
 from ..store.records import FileRecord
+from ..store.walk import sort_children
 from . import client as s3client
 from .client import Missing, engine_errors
 from .spool import Spool
@@ -38,8 +40,14 @@ class BucketDoc(BaseModel):
     id: str
     public: bool
     description: str | None
+    file_size_limit: int | None = None
+    allowed_mime_types: list[str] | None = None
     created_at: datetime
     updated_at: datetime
+
+    def limits(self) -> Limits:
+        types = self.allowed_mime_types
+        return Limits(self.file_size_limit, tuple(types) if types is not None else None)
 
 
 class Current:
@@ -176,3 +184,24 @@ class Objects:
                     Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
                 )
         return len(keys)
+
+
+class S3Folder:
+    """A folder of a bucket (a key prefix), listed one level at a time, for walk.walk."""
+
+    def __init__(self, store: Objects, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def children(self, partial: str) -> list[tuple[bytes, str, bool]]:
+        found: list[tuple[str, bool]] = []
+        for page in self.store.pages(self.prefix + partial, delimiter="/"):
+            for item in page.get("Contents", ()):
+                found.append((item["Key"][len(self.prefix) :], False))
+            for common in page.get("CommonPrefixes", ()):
+                found.append((common["Prefix"][len(self.prefix) : -1], True))
+        return sort_children([(name, folder) for name, folder in found if name and "/" not in name])
+
+    @contextlib.contextmanager
+    def descend(self, name: str) -> Iterator[S3Folder]:
+        yield S3Folder(self.store, f"{self.prefix}{name}/")

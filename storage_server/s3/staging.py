@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from ..store.contract import Precondition
 from ..store.errors import FileChanged, PreconditionFailed, StorageError
+from ..store.limits import NONE, Limits
 from ..store.localdisk import os_errors, write_all
 from ..store.records import FileRecord, now
 from . import client as s3client
@@ -30,8 +31,18 @@ class S3Upload:
     """One upload on its way to the engine; `commit` makes it visible, `abort` discards it.
     Calls are serialized, so an `abort` on disconnect never runs under a `write`."""
 
-    def __init__(self, store: Objects, bucket: str, bucket_id: str, key: str, *, md5: bool = False) -> None:
+    def __init__(
+        self,
+        store: Objects,
+        bucket: str,
+        bucket_id: str,
+        key: str,
+        *,
+        limits: Limits = NONE,
+        md5: bool = False,
+    ) -> None:
         self._store = store
+        self._limits = limits
         self._bucket = bucket
         self._bucket_id = bucket_id
         self._key = key
@@ -52,6 +63,7 @@ class S3Upload:
         """Append data, sending a part to the engine each time one is full."""
         with self._lock:
             fd = self._live_fd()
+            self._limits.check_size(self.size + memoryview(data).nbytes)
             self._hash.update(data)
             if self._md5 is not None:
                 self._md5.update(data)
@@ -79,6 +91,7 @@ class S3Upload:
         with self._lock:
             self._live_fd()
             try:
+                self._limits.check(self.size, content_type)
                 return self._commit(content_type, name, dict(metadata or {}), precondition)
             finally:
                 self._discard()

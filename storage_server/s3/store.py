@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -25,34 +24,13 @@ from ..store.keys import validate_bucket_name, validate_key, validate_prefix
 from ..store.records import BucketChanges, BucketRecord, FileRecord, Page, now
 from . import client as s3client
 from .client import Missing, engine_errors, is_missing
-from .objects import LOOKUPS, BucketDoc, Objects
+from .objects import LOOKUPS, BucketDoc, Objects, S3Folder
 from .spool import Spool
 from .staging import S3Reader, S3Upload
 from .sweep import Lease, sweep_engine
 
 PREPARE_ATTEMPTS = 20
 EARLY_CHECK_FROM = 1024 * 1024  # bytes of a declared body from which begin_upload checks the key
-
-
-class S3Folder:
-    """A folder of a bucket (a key prefix), listed one level at a time, for walk.walk."""
-
-    def __init__(self, store: Objects, prefix: str) -> None:
-        self.store = store
-        self.prefix = prefix
-
-    def children(self, partial: str) -> list[tuple[bytes, str, bool]]:
-        found: list[tuple[str, bool]] = []
-        for page in self.store.pages(self.prefix + partial, delimiter="/"):
-            for item in page.get("Contents", ()):
-                found.append((item["Key"][len(self.prefix) :], False))
-            for common in page.get("CommonPrefixes", ()):
-                found.append((common["Prefix"][len(self.prefix) : -1], True))
-        return walk.sort_children([(name, folder) for name, folder in found if name and "/" not in name])
-
-    @contextlib.contextmanager
-    def descend(self, name: str) -> Iterator[S3Folder]:
-        yield S3Folder(self.store, f"{self.prefix}{name}/")
 
 
 class S3Store(Objects):
@@ -140,7 +118,13 @@ class S3Store(Objects):
     # -- buckets ----------------------------------------------------------------------------------
 
     def create_bucket(
-        self, name: str, *, public: bool = False, description: str | None = None
+        self,
+        name: str,
+        *,
+        public: bool = False,
+        description: str | None = None,
+        file_size_limit: int | None = None,
+        allowed_mime_types: list[str] | None = None,
     ) -> tuple[BucketRecord, bool]:
         """Create a bucket and return it with True, or return the existing one with False."""
         validate_bucket_name(name)
@@ -148,7 +132,13 @@ class S3Store(Objects):
             return self.get_bucket(name), False
         when = now()
         record = BucketDoc(
-            id=uuid.uuid4().hex, public=public, description=description, created_at=when, updated_at=when
+            id=uuid.uuid4().hex,
+            public=public,
+            description=description,
+            file_size_limit=file_size_limit,
+            allowed_mime_types=allowed_mime_types,
+            created_at=when,
+            updated_at=when,
         )
         try:
             with engine_errors():  # If-None-Match: two nodes creating it at once, one wins
@@ -179,9 +169,10 @@ class S3Store(Objects):
         """Raise InvalidName or BucketNotFound unless the bucket exists (its record only)."""
         self.load(name)
 
-    def get_bucket(self, name: str) -> BucketRecord:
+    def get_bucket(self, name: str, *, counted: bool = True) -> BucketRecord:
+        """The bucket's record; its files are counted (a listing) only when `counted`."""
         record, _etag = self.load(name)
-        return self._bucket(name, record)
+        return self._bucket(name, record, counted=counted)
 
     def update_bucket(self, name: str, changes: BucketChanges) -> BucketRecord:
         """Apply `changes` (public, description); concurrent updates retry on the record's ETag."""
@@ -222,19 +213,23 @@ class S3Store(Objects):
         key: str,
         *,
         size: int | None = None,
+        room: int | None = None,
+        content_type: str | None = None,
         precondition: Precondition | None = None,
         md5: bool = False,
     ) -> S3Upload:
         """Start an upload; the same errors as the filesystem store's (no 507: the engine has room)."""
         parts = validate_key(key)
         record, _etag = self.load(bucket)
+        record.limits().check(size, content_type)
+        size = size if size is not None else room
         if size is None or size > EARLY_CHECK_FROM:
             # Fail before a large body is sent; a small one is checked at commit only (the
             # same answer, two round trips fewer).
             current = self.check_way(record.id, parts)
             if precondition is not None:
                 precondition(current.record)
-        return S3Upload(self, bucket, record.id, "/".join(parts), md5=md5)
+        return S3Upload(self, bucket, record.id, "/".join(parts), limits=record.limits(), md5=md5)
 
     def open_file(self, bucket: str, key: str, *, stream: bool = False) -> S3Reader:
         """Open a stored file: a GET when it will be read whole (its first bytes come with the
@@ -325,11 +320,13 @@ class S3Store(Objects):
     ) -> tuple[FileRecord, str, str]:
         """Copy a file inside the engine; the copy's record, the source's key and its ETag."""
         src_parts, dst_parts = validate_key(src_key), validate_key(dst_key)
-        src_id, dst_id = self.load(src_bucket)[0].id, self.load(dst_bucket)[0].id
+        src_id, (dst, _etag) = self.load(src_bucket)[0].id, self.load(dst_bucket)
+        dst_id = dst.id
         source_key = self.files_prefix(src_id) + "/".join(src_parts)
         source = self.head(source_key, src_bucket, src_key)
         if source.record is None or source.etag is None:
             raise FileNotFound(src_bucket, src_key)
+        dst.limits().check(source.record.size, source.record.content_type)
         current = self.check_way(dst_id, dst_parts)
         if precondition is not None:
             precondition(current.record)

@@ -42,7 +42,8 @@ class Upload(Protocol):
     of it is left but (after a commit) the file."""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append data; raise InsufficientStorage when there is no room for it, Unavailable."""
+        """Append data; raise InsufficientStorage when there is no room for it, TooLarge as soon
+        as the file grows past its bucket's file_size_limit, Unavailable."""
 
     def sha256(self) -> str:
         """Hex SHA-256 of the bytes so far."""
@@ -57,7 +58,8 @@ class Upload(Protocol):
     ) -> FileRecord:
         """Make the file visible under its key, all at once, and return its record. Raises
         BucketNotFound (the bucket was deleted meanwhile), Conflict, PreconditionFailed,
-        InsufficientStorage, Unavailable. The upload is discarded either way."""
+        TypeNotAllowed (the bucket's allowed_mime_types), InsufficientStorage, Unavailable. The
+        upload is discarded either way."""
 
     def abort(self) -> None:
         """Discard the upload; safe at any time and more than once."""
@@ -93,7 +95,13 @@ class Buckets(Protocol):
     """Buckets: named, flat sets of files. Every method raises InvalidName for a bad name."""
 
     def create_bucket(
-        self, name: str, *, public: bool = False, description: str | None = None
+        self,
+        name: str,
+        *,
+        public: bool = False,
+        description: str | None = None,
+        file_size_limit: int | None = None,
+        allowed_mime_types: list[str] | None = None,
     ) -> tuple[BucketRecord, bool]:
         """Create a bucket and return it with True, or the existing one, untouched, with False;
         of racing creates exactly one gets True."""
@@ -104,8 +112,9 @@ class Buckets(Protocol):
     def check_bucket(self, name: str) -> None:
         """Raise BucketNotFound unless the bucket exists (cheaper than get_bucket)."""
 
-    def get_bucket(self, name: str) -> BucketRecord:
-        """The bucket with its counts; raise BucketNotFound."""
+    def get_bucket(self, name: str, *, counted: bool = True) -> BucketRecord:
+        """The bucket with its counts; raise BucketNotFound. With `counted` False a backend may
+        leave file_count and total_size at 0 when they cost more than the record."""
 
     def update_bucket(self, name: str, changes: BucketChanges) -> BucketRecord:
         """Apply the changes and return the bucket (untouched, same updated_at, when they change
@@ -127,13 +136,18 @@ class Files(Protocol):
         key: str,
         *,
         size: int | None = None,
+        room: int | None = None,
+        content_type: str | None = None,
         precondition: Precondition | None = None,
         md5: bool = False,
     ) -> Upload:
-        """Start an upload of `key` (`size` bytes, when known; with `md5`, the record gets the
-        MD5 of the bytes too). Raises Conflict when a file or folder stands in the key's way,
-        InsufficientStorage when `size` bytes do not fit, PreconditionFailed when `precondition`
-        already fails (it is checked again at commit; a backend may check only then)."""
+        """Start an upload of `key`: `size` is the file's size when known, `room` the most it
+        may take when only that is known (a multipart body's length; default `size`),
+        `content_type` its type when known now; with `md5` the record gets the MD5 of the bytes.
+        Raises Conflict when a file or folder stands in the key's way, InsufficientStorage when
+        `room` bytes do not fit, TooLarge or TypeNotAllowed when the bucket's limits refuse the
+        size or type, PreconditionFailed when `precondition` already fails (it is checked again
+        at commit; a backend may check only then)."""
 
     def open_file(self, bucket: str, key: str, *, stream: bool = False) -> Reader:
         """Open the file now stored at `key`; raise FileNotFound. `stream`: the caller will read
@@ -155,7 +169,7 @@ class Files(Protocol):
         """Copy a file's bytes and metadata to another key (replaced if present, unless
         `precondition` refuses; the copy is dated now, keeping the destination's creation date
         on overwrite). Raises FileNotFound (the source), Conflict, PreconditionFailed,
-        InsufficientStorage."""
+        TooLarge and TypeNotAllowed (the destination bucket's limits), InsufficientStorage."""
 
     def move_file(
         self,

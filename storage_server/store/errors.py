@@ -10,6 +10,8 @@ StorageError
 ├── PreconditionFailed     an If-Match / If-None-Match condition did not hold
 ├── FileChanged            the version a reader opened was replaced before its bytes were read
 ├── BadDigest              the bytes do not match the checksum the client sent
+├── TooLarge               the file is larger than its bucket's file_size_limit
+├── TypeNotAllowed         the file's content type is not in its bucket's allowed_mime_types
 ├── InsufficientStorage    the disk is full (ENOSPC, EDQUOT), or too full for a declared size
 └── Unavailable            the storage path or the object store cannot be used now
     └── (s3) Missing       the engine has no such object: internal to the S3 backend, which
@@ -60,6 +62,16 @@ class FileChanged(StorageError):
 
 class BadDigest(StorageError):
     pass
+
+
+class TooLarge(StorageError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the bucket takes files of at most {limit} bytes")
+
+
+class TypeNotAllowed(StorageError):
+    def __init__(self, content_type: str) -> None:
+        super().__init__(f"the bucket does not take files of type '{content_type}'")
 
 
 class InsufficientStorage(StorageError):

@@ -38,6 +38,13 @@ class BucketRecord(BaseModel):
     name: str
     public: bool = False
     description: str | None = None
+    file_size_limit: int | None = Field(
+        default=None, description="Largest file the bucket takes, in bytes; null: no limit of its own."
+    )
+    allowed_mime_types: list[str] | None = Field(
+        default=None,
+        description="Content types the bucket takes (`image/png`, `image/*`); null: any.",
+    )
     created_at: datetime
     updated_at: datetime
     file_count: int = Field(default=0, description="Files in the bucket, kept up to date on every change.")
@@ -51,6 +58,8 @@ class BucketChanges(BaseModel):
 
     public: bool = False
     description: str | None = None
+    file_size_limit: int | None = None
+    allowed_mime_types: list[str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """The fields that were given, by name."""
