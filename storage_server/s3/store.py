@@ -1,7 +1,7 @@
 """The S3 store: every bucket of the service lives in one bucket of an S3-compatible engine, so
 any number of stateless nodes can serve the same buckets. Where things live is said in
 objects.py. File and byte counts are summed from a listing when asked for (an object store has
-no atomic counters).
+no atomic counters). Damage marks and the scrub's lease and state are in integrity.py.
 
 It implements the store contract (`store/contract.py`) and raises its StorageErrors; the engine
 failing is Unavailable.
@@ -20,11 +20,20 @@ from botocore.exceptions import ClientError
 from ..settings import Settings
 from ..store import walk
 from ..store.contract import Precondition
-from ..store.errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, PreconditionFailed, Unavailable
+from ..store.errors import (
+    BucketNotFound,
+    Conflict,
+    Damaged,
+    FileNotFound,
+    InvalidKey,
+    PreconditionFailed,
+    Unavailable,
+)
 from ..store.keys import validate_bucket_name, validate_key, validate_prefix
 from ..store.records import BucketChanges, BucketRecord, FileRecord, Page, now
 from . import client as s3client
 from .client import Missing, engine_errors, is_missing
+from .integrity import Integrity
 from .objects import LOOKUPS, BucketDoc, Objects
 from .spool import Spool
 from .staging import S3Reader, S3Upload
@@ -55,7 +64,7 @@ class S3Folder:
         yield S3Folder(self.store, f"{self.prefix}{name}/")
 
 
-class S3Store(Objects):
+class S3Store(Integrity):
     """Buckets and files in one bucket of an S3-compatible engine. Blocking: call it from threads."""
 
     @classmethod
@@ -298,21 +307,6 @@ class S3Store(Objects):
         """Copy a file (bytes and metadata) to another key inside the engine."""
         return self._copy(src_bucket, src_key, dst_bucket, dst_key, precondition, move=False)[0]
 
-    def delete_version(self, target: str, etag: str) -> bool:
-        """Delete the object `target` only while it is still at version `etag`: If-Match on the
-        delete for engines that honour it, and a look just before for those that ignore it.
-        Return whether it was deleted."""
-        try:
-            with engine_errors():
-                now_etag = self.client.head_object(Bucket=self.bucket, Key=target)["ETag"]
-            if now_etag != etag:
-                return False
-            with engine_errors():
-                self.client.delete_object(Bucket=self.bucket, Key=target, IfMatch=etag)
-        except (Missing, PreconditionFailed):
-            return False
-        return True
-
     def _copy(
         self,
         src_bucket: str,
@@ -330,6 +324,8 @@ class S3Store(Objects):
         source = self.head(source_key, src_bucket, src_key)
         if source.record is None or source.etag is None:
             raise FileNotFound(src_bucket, src_key)
+        if source.record.damaged is not None:
+            raise Damaged(src_bucket, src_key)
         current = self.check_way(dst_id, dst_parts)
         if precondition is not None:
             precondition(current.record)
