@@ -1,5 +1,5 @@
 """The native JSON API: its route table and its small handlers (health, buckets, listings, batch
-delete, copy and move, the OpenAPI document, Swagger UI and metrics; the file route is in
+delete, copy and move, damaged files, the OpenAPI document, Swagger UI and metrics; the file route is in
 native/files.py). `make_app` builds the application."""
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from .native.models import (
     Bucket,
     BucketCreate,
     BucketUpdate,
+    DamagedFile,
+    DamagedList,
+    DamagedQuery,
     DeleteResult,
     File,
     Health,
@@ -230,6 +233,25 @@ class MoveHandler(TransferHandler):
     }
 
 
+class DamagedHandler(BaseHandler):
+    ops: ClassVar[dict[str, Op]] = {
+        "get": Op(
+            "Files whose stored bytes no longer match the checksum taken at upload (admin)",
+            query=DamagedQuery,
+            response=DamagedList,
+            errors=(400, 404, 422),
+            notes="Found by the scrub (`python run.py scrub`, or the background passes) or by a "
+            "verified read (`X-Verify: sha256`); a file leaves the list when it is uploaded again "
+            "or deleted. See docs/bitrot.md.",
+        )
+    }
+
+    async def get(self) -> None:
+        query = self.parse_query(DamagedQuery)
+        found = await self.call(self.store.list_damaged, query.bucket)
+        self.send_json(DamagedList(files=[DamagedFile.of(d) for d in found]))
+
+
 class OpenAPIHandler(BaseHandler):
     ops: ClassVar[dict[str, Op]] = {"get": Op("This document")}
 
@@ -281,6 +303,7 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (f"{API}/files/{{bucket}}/{{path}}", FileHandler),
     (f"{API}/copy", CopyHandler),
     (f"{API}/move", MoveHandler),
+    (f"{API}/damaged", DamagedHandler),
     ("/openapi.json", OpenAPIHandler),
     ("/metrics", MetricsHandler),
     ("/docs", DocsHandler),

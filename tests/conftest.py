@@ -36,6 +36,7 @@ BOTH_BACKENDS = {
     "test_schemathesis",
     "test_store_contract",
     "test_error_shape",
+    "test_scrub",
 }
 
 

@@ -37,7 +37,7 @@ REASONS = {
     304: "Not Modified",
     400: "Bad request: invalid name, key, body, header or checksum",
     404: "Bucket, file or route not found",
-    409: "A file stands where a folder is needed, or the reverse",
+    409: "A file stands where a folder is needed (or the reverse), or the file is damaged",
     412: "A precondition (If-Match, If-None-Match, If-Unmodified-Since) failed",
     413: "Larger than the configured upload limit",
     416: "Range not satisfiable",
@@ -85,12 +85,13 @@ def _operation(template: str, method: str, op: Op, params: list[dict[str, Any]])
                 {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
             )
     for name, description in op.headers.items():
+        values = op.header_values.get(name)
         operation["parameters"].append(
             {
                 "name": name,
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": {"type": "string", **({"enum": list(values)} if values else {})},
                 "description": description,
             }
         )
