@@ -1,6 +1,6 @@
 """The native JSON API: its route table and its small handlers (health, buckets, listings, batch
-delete, copy and move, damaged files, the OpenAPI document, Swagger UI and metrics; the file route is in
-native/files.py). `make_app` builds the application."""
+delete, copy and move, damaged files, the OpenAPI document, Swagger UI and metrics; the file
+route is in native/files.py). `make_app` builds the application."""
 
 from __future__ import annotations
 

@@ -86,13 +86,11 @@ class Outcome:
 
     def summary(self) -> str:
         rate = self.bytes / self.seconds / MB if self.seconds > 0 else 0.0
-        done = (
-            "pass complete"
-            if self.complete
-            else "lost the scrub lock"
-            if self.lost_lock
-            else "stopped; the next scrub resumes from here"
-        )
+        done = "stopped; the next scrub resumes from here"
+        if self.complete:
+            done = "pass complete"
+        elif self.lost_lock:
+            done = "lost the scrub lock to another scrub"
         resumed = " (resumed)" if self.resumed else ""
         return (
             f"scrub: {done}{resumed}: {self.files:,} files, {self.bytes / MB:,.1f} MB in "
@@ -221,6 +219,8 @@ class Scrubber:
         """Re-read one file; its damage (if any) and the bytes read."""
         if listed.damaged is not None:
             return self._known(listed), 0
+        if not listed.sha256:
+            return None, 0  # no checksum to hold its bytes against (an object put in by hand)
         try:
             reader = self.store.open_file(listed.bucket, listed.path, stream=True)
         except (FileNotFound, BucketNotFound):
@@ -264,9 +264,10 @@ class Scrubber:
             self.stop.wait(self._due - moment)
         if self.stop.is_set():
             raise _Stopped
+        self._beat()
 
-    def _tick(self) -> None:
-        """After each file: show progress, save the position, renew the lock, as they fall due."""
+    def _beat(self) -> None:
+        """Show progress and renew the lock, as they fall due (also inside a long file)."""
         moment = self.clock()
         if self.on_progress is not None and moment - self._shown >= self.progress_every:
             self._shown = moment
@@ -276,6 +277,11 @@ class Scrubber:
             if not self._lock.keep():
                 self._outcome.lost_lock = True
                 raise _Stopped
+
+    def _tick(self) -> None:
+        """After each file: progress, the lock, and the position saved, as they fall due."""
+        self._beat()
+        moment = self.clock()
         if moment - self._saved >= SAVE_EVERY:
             self._saved = moment
             self.store.save_scrub_state(self.state)

@@ -104,6 +104,7 @@ async def test_the_scrub_reports_exactly_the_damaged_file_which_downloads_then_r
     assert out.splitlines() == [f"DAMAGED photos/b/c.bin expected={expected} found={found}"]
     assert "pass complete" in err
     assert "3 files" in err.splitlines()[-1]
+    assert re.search(r"scrub: 3 files, [\d.]+ of [\d.]+ MB, [\d.]+ MB/s, ETA [\d:]+, 1 damaged", err), err
 
     for method in ("GET", "HEAD"):
         refused = await api.request(method, "/api/v1/files/photos/b/c.bin")
