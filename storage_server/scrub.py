@@ -55,7 +55,8 @@ class Progress:
     @property
     def eta(self) -> float | None:
         """Seconds left at this run's rate, if it has one."""
-        return max(self.total_bytes - self.bytes, 0) / self.rate if self.rate > 0 else None
+        left = max(self.total_bytes - self.bytes, 0)
+        return left / self.rate if self.rate > 0 else 0.0 if left == 0 else None
 
     def line(self) -> str:
         eta = "?" if self.eta is None else str(timedelta(seconds=round(self.eta)))
