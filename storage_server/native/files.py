@@ -32,7 +32,7 @@ from .conditional import Conditions, RangeNotSatisfiable, byte_range, etag, last
 from .digests import Checks
 from .errors import ApiError, api_error
 from .models import File, UploadResult
-from .verify import DESCRIPTION, VALUES, Verifier, open_for_download, report_damage, wants_verify
+from .verify import DESCRIPTION, VALUES, Verifier, open_for_download, read, report_damage, wants_verify
 
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
@@ -326,18 +326,18 @@ class FileHandler(BaseHandler):
         chunk_size = self.config.chunk_size
         try:
             block = head
+            if verifier is not None:
+                verifier.update(head)  # one chunk at most; the rest is hashed where it is read
             while True:
                 length -= len(block)
-                if verifier is not None:
-                    verifier.update(block)
-                    if length <= 0 and not verifier.matches():
-                        await self._write(block[: max(len(block) - chunk_size, 0)])
-                        await self._cut(verifier)
-                        return
+                if verifier is not None and length <= 0 and not verifier.matches():
+                    await self._write(block[: max(len(block) - chunk_size, 0)])
+                    await self._cut(verifier)
+                    return
                 await self._write(block)
                 if length <= 0:
                     return
-                block = await self.call(reader.read, min(max(READ_AHEAD, chunk_size), length))
+                block = await self.call(read, reader, min(max(READ_AHEAD, chunk_size), length), verifier)
                 if not block:
                     raise OSError("the file ended early")  # cannot happen: files are never written in place
         except StreamClosedError:

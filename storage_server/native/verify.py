@@ -78,6 +78,15 @@ def open_for_download(store: Store, bucket: str, key: str, head: int, verify: bo
         raise
 
 
+def read(reader: Reader, size: int, verifier: Verifier | None) -> bytes:
+    """The reader's next `size` bytes at most, added to `verifier`'s hash when there is one (in
+    the thread that reads them: hashing a block is too slow for the event loop)."""
+    block = reader.read(size)
+    if verifier is not None:
+        verifier.update(block)
+    return block
+
+
 def report_damage(store: Store, verifier: Verifier) -> None:
     """Mark the version a verified read found damaged, log it and count it. Blocking."""
     record = verifier.record
