@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install torture system-deps bench bench-backends seaweedfs test-ceph
+.PHONY: run test lint install scrub torture system-deps bench bench-backends seaweedfs test-ceph
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(BIN)/.installed
 
 run: install
 	$(BIN)/python run.py
+
+# One scrub pass over the store of the STORAGE_* settings (docs/bitrot.md): exit 1 on damage.
+scrub: install
+	$(BIN)/python run.py scrub
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -1,6 +1,7 @@
 """Start the storage service: check the storage path, fork the workers, serve until SIGTERM.
 
 python run.py --workers 2 --port 8000 --path ./data     (see --help; STORAGE_* env vars too)
+python run.py scrub [the same flags]                    (check every stored file: docs/bitrot.md)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic_settings import CliApp
 from tornado.netutil import bind_sockets
 from tornado.process import fork_processes
 
-from storage_server import telemetry
+from storage_server import scrub, telemetry
 from storage_server.auth.keyring import Keyring, KeysFileError
 from storage_server.backends import open_store
 from storage_server.notify import notify
@@ -101,11 +102,15 @@ def is_loopback(host: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = CliApp.run(Settings, cli_args=sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args[:1] == ["scrub"] else None
+    config = CliApp.run(Settings, cli_args=args[1:] if command else args)
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
+    if command == "scrub":
+        sys.exit(scrub.main(config))
     try:
         keys = Keyring.load(config.keys_file)
     except KeysFileError as exc:

@@ -3,7 +3,8 @@ record's metadata rides in a user xattr, so it becomes visible in the same renam
 
 It implements the store contract (`store/contract.py`) and raises its StorageErrors (and lets
 unexpected OSErrors through). Its parts live in `fs/`: the layout and locks (`fs/layout.py`, see
-there), the primitives (`fs/ops.py`), the reader and the atomic upload (`fs/staging.py`).
+there), the primitives (`fs/ops.py`), the reader and the atomic upload (`fs/staging.py`), damage
+marks and the scrub's lock and state (`fs/integrity.py`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import uuid
 
 from .fs import ops as fsops
 from .fs.folders import list_page, sizes
-from .fs.layout import INTERNAL_DIR, Layout
+from .fs.integrity import Integrity
+from .fs.layout import INTERNAL_DIR
 from .fs.staging import COMMIT_ATTEMPTS, BlobReader, Upload
 from .settings import Settings
 from .store.contract import Precondition
-from .store.errors import BucketNotFound, Conflict, FileNotFound
+from .store.errors import BucketNotFound, Conflict, Damaged, FileNotFound
 from .store.keys import is_bucket_name, validate_bucket_name, validate_key
 from .store.localdisk import os_errors, sweep_folder
 from .store.records import BucketChanges, BucketRecord, FileRecord, Page, now
@@ -30,7 +32,7 @@ __all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Upload"]
 SWEEP_GRACE = 60.0  # seconds; see BlobStore.sweep
 
 
-class BlobStore(Layout):
+class BlobStore(Integrity):
     """Buckets and files under `root`. Synchronous and blocking: call it from worker threads."""
 
     @classmethod
@@ -118,7 +120,7 @@ class BlobStore(Layout):
             names = sorted(n for n in os.listdir(root_fd) if is_bucket_name(n))
         for name in names:
             with contextlib.suppress(BucketNotFound):
-                buckets.append(self._get_bucket(name))
+                buckets.append(self.get_bucket(name))
         return buckets
 
     def check_bucket(self, name: str) -> None:
@@ -128,7 +130,11 @@ class BlobStore(Layout):
     def get_bucket(self, name: str, *, counted: bool = True) -> BucketRecord:
         """The bucket's record (its counters are always at hand here); raise InvalidName or
         BucketNotFound."""
-        return self._get_bucket(name)
+        fd = self.open_bucket(name)
+        try:
+            return fsops.read_bucket(fd, name)
+        finally:
+            os.close(fd)
 
     def update_bucket(self, name: str, changes: BucketChanges) -> BucketRecord:
         """Apply `changes` (public, description) and return the bucket; raise BucketNotFound."""
@@ -182,7 +188,7 @@ class BlobStore(Layout):
         try:
             limits = fsops.read_limits(bucket_fd)
             limits.check(size, content_type)
-            current = self._check_way(bucket_fd, parts)
+            current = fsops.check_way(bucket_fd, parts)
             if precondition is not None:
                 precondition(current)
             with os_errors("the upload"):
@@ -295,6 +301,8 @@ class BlobStore(Layout):
                             return source.model_copy(
                                 update={"bucket": src_bucket, "path": "/".join(src_parts)}
                             )
+                        if source.damaged is not None:
+                            raise Damaged(src_bucket, src_key)
                         fsops.read_limits(dst_fd).check(source.size, source.content_type)
                         target = fsops.current(dst_parent, dst_parts[-1])
                         if target.folder:
@@ -331,6 +339,8 @@ class BlobStore(Layout):
         reader = self.open_file(src_bucket, src_key)
         try:
             source = reader.record
+            if source.damaged is not None:
+                raise Damaged(src_bucket, src_key)
             upload = self.begin_upload(
                 dst_bucket,
                 dst_key,
@@ -368,28 +378,3 @@ class BlobStore(Layout):
             return list_page(bucket_fd, bucket, prefix, delimited, limit, after)
         finally:
             os.close(bucket_fd)
-
-    # -- internals --------------------------------------------------------------------------------
-
-    def _get_bucket(self, name: str) -> BucketRecord:
-        fd = self.open_bucket(name)
-        try:
-            return fsops.read_bucket(fd, name)
-        finally:
-            os.close(fd)
-
-    def _check_way(self, bucket_fd: int, parts: tuple[str, ...]) -> FileRecord | None:
-        """The record now at the key, if any; raise Conflict when a file or folder blocks it."""
-        try:
-            parent = fsops.open_parent(bucket_fd, parts, create=False, fsync=self.fsync)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise Conflict("a file stands where the key needs a folder") from exc
-        try:
-            current = fsops.current(parent, parts[-1])
-        finally:
-            os.close(parent)
-        if current.folder:
-            raise Conflict("a folder stands where the key needs a file")
-        return current.record

@@ -1,16 +1,14 @@
 """The native JSON API: its route table and its small handlers (health, buckets, listings, batch
-delete, copy and move, the OpenAPI document, Swagger UI and metrics; the file route is in
-native/files.py). `make_app` builds the application."""
+delete, copy and move, damaged files, the OpenAPI document, Swagger UI and metrics; the file
+route is in native/files.py). `make_app` builds the application."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 from tornado.web import Application, RequestHandler, StaticFileHandler
@@ -21,6 +19,7 @@ from .auth.keyring import Access, Keyring
 from .native import openapi
 from .native.base import BaseHandler, Op, client_errors
 from .native.conditional import Conditions
+from .native.docs import DocsHandler, swagger_assets
 from .native.errors import ApiError, api_error
 from .native.files import CONDITIONAL, FileHandler
 from .native.guard import OPEN, Rule
@@ -30,6 +29,9 @@ from .native.models import (
     Bucket,
     BucketCreate,
     BucketUpdate,
+    DamagedFile,
+    DamagedList,
+    DamagedQuery,
     DeleteResult,
     File,
     Health,
@@ -274,6 +276,26 @@ class SignHandler(BaseHandler):
         self.send_json(SignedUrl(url=url, expires_at=datetime.fromtimestamp(expires, UTC)))
 
 
+class DamagedHandler(BaseHandler):
+    ops: ClassVar[dict[str, Op]] = {
+        "get": Op(
+            "Files whose stored bytes no longer match the checksum taken at upload (admin)",
+            query=DamagedQuery,
+            response=DamagedList,
+            errors=(400, 404, 422),
+            notes="Found by the scrub (`python run.py scrub`, or the background passes) or by a "
+            "verified read (`X-Verify: sha256`); a file leaves the list when it is uploaded again "
+            "or deleted. See docs/bitrot.md.",
+        )
+    }
+
+    async def get(self) -> None:
+        query = self.parse_query(DamagedQuery)
+        found = await self.call(self.store.list_damaged, query.bucket)
+        seen = [d for d in found if self.key is None or self.key.sees(d.bucket)]
+        self.send_json(DamagedList(files=[DamagedFile.of(d) for d in seen]))
+
+
 class OpenAPIHandler(BaseHandler):
     ops: ClassVar[dict[str, Op]] = {"get": Op("This document")}
 
@@ -291,30 +313,6 @@ class MetricsHandler(BaseHandler):
         self.finish(body)
 
 
-DOCS_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>SelfDB storage API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});</script>
-</body></html>
-"""
-
-
-class DocsHandler(BaseHandler):
-    def get(self) -> None:
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(DOCS_PAGE)
-
-
-def swagger_assets() -> Path:
-    """Swagger UI's files, as shipped in the swagger-ui-py wheel (found without importing it)."""
-    spec = importlib.util.find_spec("swagger_ui")
-    assert spec is not None
-    assert spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations))) / "static"
-
-
 ROUTES: list[tuple[str, type[BaseHandler]]] = [
     ("/health", HealthHandler),
     (f"{API}/health", HealthHandler),
@@ -326,6 +324,7 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (f"{API}/sign/{{bucket}}/{{path}}", SignHandler),
     (f"{API}/copy", CopyHandler),
     (f"{API}/move", MoveHandler),
+    (f"{API}/damaged", DamagedHandler),
     ("/openapi.json", OpenAPIHandler),
     ("/metrics", MetricsHandler),
     ("/docs", DocsHandler),
@@ -355,6 +354,7 @@ ACCESS: dict[str, dict[str, Rule]] = {
     },
     f"{API}/sign/{{bucket}}/{{path}}": {"POST": READ},  # and WRITE for a PUT URL, in the handler
     f"{API}/copy": {"POST": Rule(Access.READ, "body")},
+    f"{API}/damaged": {"GET": Rule(Access.ADMIN)},  # a key limited to buckets sees only theirs
     f"{API}/move": {"POST": Rule(Access.WRITE, "body")},
     "/openapi.json": {"GET": OPEN},
     "/metrics": {"GET": Rule(Access.READ)},

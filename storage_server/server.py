@@ -1,18 +1,19 @@
 """One worker process: the HTTP server around the app, its own SO_REUSEPORT socket, recovery and
-the periodic temp sweep, and a graceful stop on SIGTERM."""
+the periodic temp sweep, background scrub passes when they are on, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
-from . import telemetry
+from . import scrub, telemetry
 from .auth.keyring import Keyring, KeysFileError
 from .backends import open_store, threads_for
 from .handlers import make_app
@@ -20,12 +21,16 @@ from .notify import notify
 from .settings import Settings
 from .store.contract import Store
 from .store.errors import StorageError
+from .store.records import Damage, now
 
 log = logging.getLogger("storage_server")
 
 JSON_BODY_LIMIT = 1024 * 1024  # bucket bodies; file uploads lift it per request
 BODY_CHUNK = 1024 * 1024  # most bytes read from the socket per data_received call
 SWEEP_EVERY = 60.0
+SCRUB_LOOK_EVERY = 60.0  # seconds between two looks at whether a background scrub pass is due
+# A pass may take hours: it gets a thread of its own, not one of the requests' executor.
+SCRUB_THREAD = ThreadPoolExecutor(1, thread_name_prefix="scrub")
 
 
 def make_server(config: Settings, store: Store, keyring: Keyring | None = None) -> HTTPServer:
@@ -74,6 +79,7 @@ async def serve(config: Settings, keyring: Keyring) -> None:
         if _reload_pending:
             reload_keys(server, config)
         upkeep = asyncio.create_task(_upkeep(store))
+        scrubbing = asyncio.create_task(_scrub_passes(store, config)) if config.scrub_period > 0 else None
         log.info("worker listening on %s:%d", config.host, config.port)
         notify(f"READY=1\nSTATUS=listening on {config.host}:{config.port}")
         await stop.wait()
@@ -83,6 +89,8 @@ async def serve(config: Settings, keyring: Keyring) -> None:
 
         server.stop()  # no new connections; requests already in flight go on
         upkeep.cancel()
+        if scrubbing is not None:
+            scrubbing.cancel()
         deadline = loop.time() + config.shutdown_timeout
         while in_flight(server) and loop.time() < deadline:  # noqa: ASYNC110 (the count lives in handlers)
             await asyncio.sleep(0.05)
@@ -119,3 +127,39 @@ async def _upkeep(store: Store) -> None:
         except (OSError, StorageError):  # the disk or the object store: try again next time
             log.exception("temp sweep failed")
         await asyncio.sleep(SWEEP_EVERY)
+
+
+async def _scrub_passes(store: Store, config: Settings) -> None:
+    """Run a background scrub pass whenever one is due (scrub.due), paced at the scrub rate; the
+    store's scrub lock keeps it to one pass at a time across every worker and node. Its counts go
+    to the metrics, its damage to the log."""
+    stop = threading.Event()  # the pass runs in a thread: cancelling this task sets it
+    scrubber = scrub.Scrubber(
+        store,
+        rate=config.scrub_rate * scrub.MB,
+        stop=stop,
+        on_verified=lambda _record, size: telemetry.scrub_verified(size),
+        on_damaged=_report,
+    )
+    try:
+        while True:
+            try:
+                state = await asyncio.to_thread(store.load_scrub_state)
+                if scrub.due(state, config.scrub_period, now()):
+                    outcome = await asyncio.get_running_loop().run_in_executor(SCRUB_THREAD, scrubber.run)
+                    state = outcome.state
+                    log.info("background %s", outcome.summary().removeprefix("scrub: "))
+                if state.last_completed_at is not None:
+                    telemetry.scrub_pass_completed(state.last_completed_at.timestamp())
+            except scrub.Busy:
+                pass  # another worker or node is scrubbing
+            except (OSError, StorageError):
+                log.exception("background scrub failed")
+            await asyncio.sleep(min(config.scrub_period, SCRUB_LOOK_EVERY))
+    finally:
+        stop.set()
+
+
+def _report(damage: Damage) -> None:
+    log.error("%s (found by a background scrub; marked)", scrub.damage_line(damage))
+    telemetry.scrub_damaged("scrub")

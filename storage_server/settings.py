@@ -105,6 +105,17 @@ class Settings(BaseSettings):
         le=64 * MiB,
         description="Bytes per S3 multipart part; smaller uploads go out as one PUT.",
     )
+    scrub_rate: float = Field(
+        50.0,
+        gt=0,
+        description="Most MB/s (10^6 bytes) a scrub reads (`run.py scrub` and background passes), so it "
+        "can run beside live traffic.",
+    )
+    scrub_period: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between the starts of two background scrub passes; 0 turns them off.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging threshold.")
     access_log: Literal["text", "json", "off"] = Field(
         "text", description="One line per request (method, route, status, bytes, duration, worker), or none."

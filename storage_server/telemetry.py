@@ -46,9 +46,36 @@ class Metrics:
         self.in_flight = Gauge(
             "storage_requests_in_flight", "Requests begun and not yet answered.", multiprocess_mode="livesum"
         )
+        self.scrub_files = Counter(
+            "storage_scrub_files_verified_total", "Files a background scrub re-read and checked."
+        )
+        self.scrub_bytes = Counter(
+            "storage_scrub_bytes_verified_total", "Bytes of the files a background scrub checked."
+        )
+        self.scrub_damaged = Counter(
+            "storage_scrub_damaged_files_total",
+            "Damaged files found, by a background scrub or a verified read (X-Verify).",
+            ["found_by"],
+        )
+        self.scrub_last_pass = Gauge(
+            "storage_scrub_last_complete_pass_timestamp_seconds",
+            "When the store's last complete scrub pass ended (Unix time; 0: never).",
+            multiprocess_mode="max",
+        )
 
     def all(self) -> tuple[Any, ...]:
-        return (self.requests, self.received, self.sent, self.uploads, self.downloads, self.in_flight)
+        return (
+            self.requests,
+            self.received,
+            self.sent,
+            self.uploads,
+            self.downloads,
+            self.in_flight,
+            self.scrub_files,
+            self.scrub_bytes,
+            self.scrub_damaged,
+            self.scrub_last_pass,
+        )
 
 
 _metrics: Metrics | None = None
@@ -125,6 +152,31 @@ def set_in_flight(count: int) -> None:
         metrics().in_flight.set(count)
     except OSError:
         log.exception("cannot update the in-flight gauge")
+
+
+def scrub_verified(size: int) -> None:
+    """Count one file (of `size` bytes) a background scrub verified."""
+    try:
+        metrics().scrub_files.inc()
+        metrics().scrub_bytes.inc(size)
+    except OSError:
+        log.exception("cannot update the scrub metrics")
+
+
+def scrub_damaged(found_by: str) -> None:
+    """Count one damaged file, found by "scrub" or "read"."""
+    try:
+        metrics().scrub_damaged.labels(found_by).inc()
+    except OSError:
+        log.exception("cannot update the scrub metrics")
+
+
+def scrub_pass_completed(timestamp: float) -> None:
+    """The store's last complete scrub pass ended at `timestamp` (Unix time)."""
+    try:
+        metrics().scrub_last_pass.set(timestamp)
+    except OSError:
+        log.exception("cannot update the scrub metrics")
 
 
 def record(handler: RequestHandler, log_format: str) -> None:

@@ -74,6 +74,7 @@ EXPECTED: dict[tuple[str, str], tuple[int | None, bool]] = {
     (FILE, "DELETE"): (2, True),
     (f"{API}/sign/{{bucket}}/{{path}}", "POST"): (1, True),
     (f"{API}/copy", "POST"): (2, True),
+    (f"{API}/damaged", "GET"): (3, False),
     (f"{API}/move", "POST"): (2, True),
     ("/openapi.json", "GET"): (None, False),
     ("/metrics", "GET"): (1, False),

@@ -249,3 +249,23 @@ def test_one_sweeper_at_a_time_across_stores_on_the_same_prefix(
     monkeypatch.setattr(s3sweep.time, "time", lambda: 1e12)  # long after the lease expired
     other.sweep()
     assert listed == ["x"]
+
+
+def test_the_scrub_lease_has_one_holder_and_a_holder_taken_over_loses_it(
+    s3: S3Store, config: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = open_store(config)  # another worker or node
+    lock = s3.lock_scrub()
+    assert lock is not None
+    assert other.lock_scrub() is None
+    monkeypatch.setattr(s3sweep.time, "time", lambda: 1e12)  # long after the lease expired
+    taken = other.lock_scrub()
+    assert taken is not None
+    monkeypatch.undo()
+    assert lock.keep() is False
+    lock.release()  # gives up nothing it does not hold
+    assert s3.lock_scrub() is None
+    taken.release()
+    again = s3.lock_scrub()
+    assert again is not None
+    again.release()

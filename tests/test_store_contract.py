@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from storage_server.store import BucketChanges, FileRecord, Store
+from storage_server.store import BucketChanges, FileRecord, ScrubState, Store, now
 from storage_server.store.errors import (
     BucketNotFound,
     Conflict,
+    Damaged,
     FileChanged,
     FileNotFound,
     InvalidKey,
@@ -508,3 +509,109 @@ def test_a_live_upload_survives_a_sweep_with_no_grace(store: Store, bucket: str)
     upload.commit(content_type="text/plain", name="a.txt")
     assert read(store, bucket, "a.txt") == b"in progress"
     assert temp_files(store) == []
+
+
+FOUND = "f" * 64  # a sha256 the bytes could have hashed to
+
+
+def test_mark_damaged_marks_that_version_and_lists_it(store: Store, bucket: str) -> None:
+    record = put(store, bucket, "dir/a.txt", b"alpha")
+    other = put(store, bucket, "b.txt", b"beta")
+    assert store.mark_damaged(record, found_sha256=FOUND, found_size=5) is True
+    assert record_of(store, bucket, "dir/a.txt").damaged == FOUND
+    assert read(store, bucket, "dir/a.txt") == b"alpha"  # it still opens: the caller decides
+    assert record_of(store, bucket, "b.txt") == other
+    [damage] = store.list_damaged()
+    assert (damage.bucket, damage.path, damage.found_size) == (bucket, "dir/a.txt", 5)
+    assert (damage.expected_sha256, damage.found_sha256) == (record.sha256, FOUND)
+    assert [f.damaged for f in store.list_files(bucket).files] == [None, FOUND]
+
+
+def test_marking_a_version_already_replaced_marks_nothing(store: Store, bucket: str) -> None:
+    old = put(store, bucket, "a.txt", b"old")
+    time.sleep(0.01)
+    put(store, bucket, "a.txt", b"old")  # the same bytes, another version
+    assert store.mark_damaged(old, found_sha256=FOUND, found_size=3) is False
+    assert store.delete_file(bucket, "a.txt") is True
+    assert store.mark_damaged(old, found_sha256=FOUND, found_size=3) is False
+    assert store.list_damaged() == []
+
+
+def test_marking_twice_keeps_the_first_entry(store: Store, bucket: str) -> None:
+    record = put(store, bucket, "a.txt", b"alpha")
+    assert store.mark_damaged(record, found_sha256=FOUND, found_size=5) is True
+    [first] = store.list_damaged()
+    assert store.mark_damaged(record, found_sha256=FOUND, found_size=5) is True
+    assert store.list_damaged() == [first]
+
+
+@pytest.mark.parametrize("clear", ["reupload", "delete", "delete_bucket"])
+def test_a_reupload_or_delete_clears_the_mark_and_the_listing(store: Store, bucket: str, clear: str) -> None:
+    record = put(store, bucket, "a.txt", b"alpha")
+    store.mark_damaged(record, found_sha256=FOUND, found_size=5)
+    if clear == "reupload":
+        fresh = put(store, bucket, "a.txt", b"alpha")
+        assert record_of(store, bucket, "a.txt") == fresh
+        assert fresh.damaged is None
+    elif clear == "delete":
+        store.delete_file(bucket, "a.txt")
+    else:
+        store.delete_bucket(bucket)
+    assert store.list_damaged() == []
+
+
+def test_list_damaged_of_one_bucket(store: Store, bucket: str) -> None:
+    store.create_bucket("archive")
+    for name in (bucket, "archive"):
+        for key in ("z.txt", "a.txt"):
+            store.mark_damaged(put(store, name, key, b"x"), found_sha256=FOUND, found_size=1)
+    assert [(d.bucket, d.path) for d in store.list_damaged()] == [
+        ("archive", "a.txt"),
+        ("archive", "z.txt"),
+        (bucket, "a.txt"),
+        (bucket, "z.txt"),
+    ]
+    assert [d.path for d in store.list_damaged("archive")] == ["a.txt", "z.txt"]
+    with pytest.raises(BucketNotFound):
+        store.list_damaged("missing")
+    with pytest.raises(InvalidName):
+        store.list_damaged("A")
+
+
+def test_a_damaged_source_is_neither_copied_nor_moved(store: Store, bucket: str) -> None:
+    record = put(store, bucket, "a.txt", b"alpha")
+    store.mark_damaged(record, found_sha256=FOUND, found_size=5)
+    with pytest.raises(Damaged):
+        store.copy_file(bucket, "a.txt", bucket, "b.txt")
+    with pytest.raises(Damaged):
+        store.move_file(bucket, "a.txt", bucket, "b.txt")
+    assert paths(store, bucket) == ["a.txt"]
+    assert temp_files(store) == []
+
+
+def test_one_scrub_lock_holder_at_a_time(store: Store) -> None:
+    lock = store.lock_scrub()
+    assert lock is not None
+    assert store.lock_scrub() is None
+    assert lock.keep() is True
+    lock.release()
+    lock.release()
+    again = store.lock_scrub()
+    assert again is not None
+    again.release()
+
+
+def test_scrub_state_round_trips_and_starts_empty(store: Store, bucket: str) -> None:
+    assert store.load_scrub_state() == ScrubState()
+    state = ScrubState(
+        started_at=now(),
+        bucket=bucket,
+        after="dir/é.txt",
+        files=3,
+        bytes=12,
+        damaged=1,
+    )
+    store.save_scrub_state(state)
+    assert store.load_scrub_state() == state
+    store.save_scrub_state(ScrubState())
+    assert store.load_scrub_state() == ScrubState()

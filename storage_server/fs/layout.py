@@ -6,6 +6,7 @@ Locks (all flock, so they hold across worker processes and die with their holder
 - `.storage-server/locks/<bucket>.lock`, exclusive: serializes the changes of one bucket's
   files (rename or unlink, precondition check, file and byte counters), for milliseconds.
 - temp files and worker markers: held for their lifetime, so sweeps can tell the dead.
+- `.storage-server/scrub.lock`, exclusive and non-blocking: one scrub at a time (fs/integrity.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ INTERNAL_DIR = ".storage-server"  # a bucket name cannot start with "."
 
 
 class Layout:
-    """The root, its internal folders (`tmp/`, `trash/`, `locks/`, `workers/`), and the locks."""
+    """The root, its internal folders (`tmp/`, `trash/`, `locks/`, `workers/`, `damaged/`), and
+    the locks."""
 
     def __init__(self, root: Path, *, fsync: bool = True, reserve: int = 0) -> None:
         self.root = Path(os.path.abspath(root))
@@ -37,6 +39,9 @@ class Layout:
         self.trash = internal / "trash"
         self.locks = internal / "locks"
         self.workers = internal / "workers"
+        self.damaged = internal / "damaged"  # the index of damaged files (fs/integrity.py)
+        self.scrub_lock = internal / "scrub.lock"
+        self.scrub_state = internal / "scrub.json"
         self._alive: int | None = None
 
     def prepare(self) -> None:
@@ -44,7 +49,7 @@ class Layout:
         needs (user xattrs, renameat2); raise Unavailable with the reason if not."""
         probe = self.tmp / f"{uuid.uuid4().hex}.probe"
         try:
-            for folder in (self.tmp, self.trash, self.locks, self.workers):
+            for folder in (self.tmp, self.trash, self.locks, self.workers, self.damaged):
                 folder.mkdir(parents=True, exist_ok=True)
             probe.mkdir()
             os.setxattr(probe, ops.BUCKET_XATTR, b"{}")

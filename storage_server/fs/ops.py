@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..store.errors import InvalidKey
+from ..store.errors import Conflict, InvalidKey
 from ..store.limits import NONE, Limits
 from ..store.records import BucketRecord, FileRecord
 
@@ -30,7 +30,16 @@ ABSENT = (errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.ELOOP)
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-_FILE_META_FIELDS = {"name", "content_type", "sha256", "md5", "metadata", "created_at", "updated_at"}
+_FILE_META_FIELDS = {
+    "name",
+    "content_type",
+    "sha256",
+    "md5",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "damaged",
+}
 
 
 def _load_renameat2() -> Any:
@@ -147,6 +156,23 @@ def current(parent: int, name: str) -> Current:
         return Current(True, file_record(fd, info, "", name))
     finally:
         os.close(fd)
+
+
+def check_way(bucket_fd: int, parts: tuple[str, ...]) -> FileRecord | None:
+    """The record now at the key, if any; raise Conflict when a file or folder blocks it."""
+    try:
+        parent = open_parent(bucket_fd, parts, create=False)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Conflict("a file stands where the key needs a folder") from exc
+    try:
+        found = current(parent, parts[-1])
+    finally:
+        os.close(parent)
+    if found.folder:
+        raise Conflict("a folder stands where the key needs a file")
+    return found.record
 
 
 def record_at(dir_fd: int, name: str, bucket: str, key: str) -> FileRecord | None:

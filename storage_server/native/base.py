@@ -67,6 +67,7 @@ class Op:
     errors: tuple[int, ...] = ()
     also: Mapping[int, str] = field(default_factory=dict)  # further success statuses
     headers: Mapping[str, str] = field(default_factory=dict)  # request headers it honours
+    header_values: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # the only values of some
     notes: str = ""  # more description, in Markdown
 
 

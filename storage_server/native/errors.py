@@ -40,6 +40,7 @@ CODES: dict[str, Code] = {
     "not_found": Code(404, "no such route"),
     "method_not_allowed": Code(405, "the route does not take this method (see `Allow`)"),
     "conflict": Code(409, "a file stands where the path needs a folder, or the reverse"),
+    "damaged": Code(409, "the stored bytes no longer match the checksum taken at upload; re-upload the file"),
     "precondition_failed": Code(412, "an `If-*` condition does not hold"),
     "payload_too_large": Code(
         413, "the body is larger than `STORAGE_MAX_UPLOAD_SIZE` or the bucket's `file_size_limit`"
@@ -63,6 +64,7 @@ EXCEPTIONS: dict[type[Exception], str] = {
     errors.BucketNotFound: "bucket_not_found",
     errors.FileNotFound: "file_not_found",
     errors.Conflict: "conflict",
+    errors.Damaged: "damaged",
     errors.PreconditionFailed: "precondition_failed",
     errors.TooLarge: "payload_too_large",
     errors.TypeNotAllowed: "mime_type_not_allowed",

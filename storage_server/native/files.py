@@ -14,7 +14,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
-from ..store.contract import Precondition, Reader, Store, Upload
+from ..store.contract import Precondition, Reader, Upload
 from ..store.errors import FileChanged, PreconditionFailed
 from ..store.records import FileRecord
 from .base import BaseHandler, Op, client_errors
@@ -33,6 +33,7 @@ from .conditional import Conditions, RangeNotSatisfiable, byte_range, etag, last
 from .digests import Checks
 from .errors import ApiError, api_error
 from .models import File, UploadResult
+from .verify import DESCRIPTION, VALUES, Verifier, open_for_download, read, report_damage, wants_verify
 
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
@@ -58,7 +59,9 @@ READ_HEADERS = {
     **CONDITIONAL,
     "Range": "bytes=a-b, a- or -n: 206 with those bytes",
     "If-Range": "ETag or date",
+    "X-Verify": DESCRIPTION,
 }
+DAMAGED_NOTE = "A file marked damaged (see `GET /api/v1/damaged`) is answered 409 `damaged`."
 
 
 def content_disposition(name: str) -> str:
@@ -88,14 +91,17 @@ class FileHandler(BaseHandler):
         "get": Op(
             "Download a file, streamed",
             response="file",
-            errors=(400, 404, 412, 416),
+            errors=(400, 404, 409, 412, 416),
             also={206: "Partial content (Range)", 304: "Not modified"},
             headers=READ_HEADERS,
+            header_values={"X-Verify": VALUES},
+            notes=DAMAGED_NOTE,
         ),
         "head": Op(
             "The download's headers, without the body",
-            errors=(400, 404, 412, 416),
+            errors=(400, 404, 409, 412, 416),
             also={304: "Not modified"},
+            notes=DAMAGED_NOTE,
         ),
         "delete": Op(
             "Delete a file (204 also when it was already gone)",
@@ -290,7 +296,10 @@ class FileHandler(BaseHandler):
     async def _send_version(self, bucket: str, key: str, *, with_body: bool) -> None:
         # A whole GET reads its first chunk along with the open: a small file costs one thread hop.
         whole = with_body and "Range" not in self.request.headers
-        reader, head = await self.call(_open, self.store, bucket, key, self.config.chunk_size if whole else 0)
+        verify = wants_verify(self.request.headers) and whole
+        reader, head = await self.call(
+            open_for_download, self.store, bucket, key, self.config.chunk_size if whole else 0, verify
+        )
         try:
             record = reader.record
             self.set_header("ETag", etag(record))
@@ -328,31 +337,52 @@ class FileHandler(BaseHandler):
             if with_body:
                 if not whole:
                     reader.seek(first, length)
-                await self._stream(reader, head, length)
+                await self._stream(reader, head, length, Verifier(record) if verify else None)
         finally:
             reader.close()
 
-    async def _stream(self, reader: Reader, head: bytes, length: int) -> None:
+    async def _stream(self, reader: Reader, head: bytes, length: int, verifier: Verifier | None) -> None:
         """Send `length` bytes: `head` (read with the open), then from the reader READ_AHEAD bytes
-        per trip to a thread, written and flushed chunk_size at a time."""
+        per trip to a thread, written and flushed chunk_size at a time. With a `verifier`, the
+        last chunk goes out only if every byte matched the record."""
         chunk_size = self.config.chunk_size
         try:
             block = head
+            if verifier is not None:
+                verifier.update(head)  # one chunk at most; the rest is hashed where it is read
             while True:
                 length -= len(block)
-                for start in range(0, len(block), chunk_size):
-                    self.write(block[start : start + chunk_size])
-                    await self.flush()
-                    # flush() is already done when the socket took the chunk: yield, or one fast
-                    # download starves every other request on this worker.
-                    await asyncio.sleep(0)
+                if verifier is not None and length <= 0 and not verifier.matches():
+                    await self._write(block[: max(len(block) - chunk_size, 0)])
+                    await self._cut(verifier)
+                    return
+                await self._write(block)
                 if length <= 0:
                     return
-                block = await self.call(reader.read, min(max(READ_AHEAD, chunk_size), length))
+                block = await self.call(read, reader, min(max(READ_AHEAD, chunk_size), length), verifier)
                 if not block:
                     raise OSError("the file ended early")  # cannot happen: files are never written in place
         except StreamClosedError:
             pass  # the client went away
+
+    async def _write(self, block: bytes) -> None:
+        chunk_size = self.config.chunk_size
+        for start in range(0, len(block), chunk_size):
+            self.write(block[start : start + chunk_size])
+            await self.flush()
+            # flush() is already done when the socket took the chunk: yield, or one fast
+            # download starves every other request on this worker.
+            await asyncio.sleep(0)
+
+    async def _cut(self, verifier: Verifier) -> None:
+        """The bytes sent do not match the record: mark the file damaged, then close the
+        connection, so that the client sees a truncated body, never a complete wrong one."""
+        try:
+            await IOLoop.current().run_in_executor(None, report_damage, self.store, verifier)
+        except Exception:
+            log.exception("cannot mark %s damaged", self.request.path)
+        finally:
+            self.connection.close()
 
     async def delete(self, bucket: str, key: str) -> None:
         await self.call(self.store.delete_file, bucket, key, precondition=self.precondition)
@@ -364,13 +394,3 @@ def _create_only(current: FileRecord | None) -> None:
     """A signed upload URL without upsert creates only."""
     if current is not None:
         raise PreconditionFailed("the file exists, and the signed URL does not allow replacing it")
-
-
-def _open(store: Store, bucket: str, key: str, head: int) -> tuple[Reader, bytes]:
-    """Open a file and read its first `head` bytes, in one trip to a thread."""
-    reader = store.open_file(bucket, key, stream=head > 0)
-    try:
-        return reader, reader.read(head) if head else b""
-    except BaseException:
-        reader.close()
-        raise

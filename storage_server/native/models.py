@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from ..store.keys import BUCKET_PATTERN, KEY_DOC_MAX_LENGTH, KEY_PATTERN
-from ..store.records import BucketChanges, BucketRecord, FileRecord
+from ..store.records import BucketChanges, BucketRecord, Damage, FileRecord
 
 # Documented in the schema, checked by keys.py (so that a bad name is a 400, not a 422).
 BUCKET_NAME: dict[str, JsonValue] = {"pattern": BUCKET_PATTERN}
@@ -190,3 +190,24 @@ class SignRequest(_Request):
 class SignedUrl(BaseModel):
     url: str = Field(description="The file's path with the signature in its query; add it to the base URL.")
     expires_at: datetime
+
+
+class DamagedQuery(_Request):
+    """Query of the damaged files listing."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+    bucket: str | None = Field(None, description="Only this bucket's files.", json_schema_extra=BUCKET_NAME)
+
+
+class DamagedFile(Damage):
+    """A file whose stored bytes no longer match the sha256 taken at its upload (downloads of it
+    answer 409 `damaged` until it is uploaded again)."""
+
+    @classmethod
+    def of(cls, record: Damage) -> DamagedFile:
+        return cls.model_construct(**dict(record))
+
+
+class DamagedList(BaseModel):
+    files: list[DamagedFile] = Field(description="Sorted by bucket, then path.")

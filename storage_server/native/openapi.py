@@ -44,7 +44,7 @@ REASONS = {
     401: "No key, or an unknown one (when the service has keys)",
     403: "The key may not do this here, or the signed URL is expired or invalid",
     404: "Bucket, file or route not found",
-    409: "A file stands where a folder is needed, or the reverse",
+    409: "A file stands where a folder is needed (or the reverse), or the file is damaged",
     412: "A precondition (If-Match, If-None-Match, If-Unmodified-Since) failed",
     413: "Larger than the configured upload limit or the bucket's file_size_limit",
     415: "The bucket's allowed_mime_types do not include the file's type",
@@ -95,12 +95,13 @@ def _operation(
                 {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
             )
     for name, description in op.headers.items():
+        values = op.header_values.get(name)
         operation["parameters"].append(
             {
                 "name": name,
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string"},
+                "schema": {"type": "string", **({"enum": list(values)} if values else {})},
                 "description": description,
             }
         )

@@ -183,6 +183,8 @@ def file_meta(record: FileRecord) -> dict[str, str]:
     }
     if record.md5 is not None:
         meta["md5"] = record.md5
+    if record.damaged is not None:
+        meta["damaged"] = record.damaged
     for name, value in record.metadata.items():
         meta[USER + name.lower()] = quote(value, safe="")
     return meta
@@ -203,6 +205,7 @@ def file_record(bucket: str, key: str, head: dict[str, Any]) -> FileRecord:
         content_type=head.get("ContentType") or "application/octet-stream",
         sha256=meta.get("sha256", ""),
         md5=meta.get("md5"),
+        damaged=meta.get("damaged"),
         metadata={k[len(USER) :]: unquote(v) for k, v in meta.items() if k.startswith(USER)},
         created_at=datetime.fromisoformat(meta["created"]) if "created" in meta else modified,
         updated_at=datetime.fromisoformat(meta["updated"]) if "updated" in meta else modified,

@@ -6,7 +6,9 @@ Layout under `s3_prefix` in `s3_bucket`:
 - `buckets/<name>`: a bucket's record (JSON: its id, public, description, dates);
 - `files/<id>/<key>`: a file, its record in the object's metadata (see client.file_meta);
 - `staging/<uuid>`: a multipart upload being assembled, copied to `files/` with its metadata;
-- `sweep.lease`: who sweeps leftovers, until when (see sweep.py).
+- `sweep.lease`: who sweeps leftovers, until when (see sweep.py);
+- `damaged/<hash>`: an entry of the index of damaged files; `scrub.lease`: who scrubs, until
+  when; `scrub.json`: the scrub's position and last pass (see integrity.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..store.errors import BucketNotFound, Conflict, Unavailable
+from ..store.errors import BucketNotFound, Conflict, PreconditionFailed, Unavailable
 from ..store.keys import is_bucket_name, validate_bucket_name
 from ..store.limits import Limits
 from ..store.records import FileRecord
@@ -161,6 +163,21 @@ class Objects:
             raise Unavailable(f"the record of bucket '{name}' is damaged") from None
         self._ids[name] = (record.id, time.monotonic())
         return record, answer["ETag"]
+
+    def delete_version(self, target: str, etag: str) -> bool:
+        """Delete the object `target` only while it is still at version `etag`: If-Match on the
+        delete for engines that honour it, and a look just before for those that ignore it.
+        Return whether it was deleted."""
+        try:
+            with engine_errors():
+                now_etag = self.client.head_object(Bucket=self.bucket, Key=target)["ETag"]
+            if now_etag != etag:
+                return False
+            with engine_errors():
+                self.client.delete_object(Bucket=self.bucket, Key=target, IfMatch=etag)
+        except (Missing, PreconditionFailed):
+            return False
+        return True
 
     def any_under(self, prefix: str) -> bool:
         with engine_errors():

@@ -1,7 +1,7 @@
 """The S3 store: every bucket of the service lives in one bucket of an S3-compatible engine, so
 any number of stateless nodes can serve the same buckets. Where things live is said in
 objects.py. File and byte counts are summed from a listing when asked for (an object store has
-no atomic counters).
+no atomic counters). Damage marks and the scrub's lease and state are in integrity.py.
 
 It implements the store contract (`store/contract.py`) and raises its StorageErrors; the engine
 failing is Unavailable.
@@ -19,12 +19,21 @@ from botocore.exceptions import ClientError
 from ..settings import Settings
 from ..store import walk
 from ..store.contract import Precondition
-from ..store.errors import BucketNotFound, Conflict, FileNotFound, InvalidKey, PreconditionFailed, Unavailable
+from ..store.errors import (
+    BucketNotFound,
+    Conflict,
+    Damaged,
+    FileNotFound,
+    InvalidKey,
+    PreconditionFailed,
+    Unavailable,
+)
 from ..store.keys import validate_bucket_name, validate_key, validate_prefix
 from ..store.records import BucketChanges, BucketRecord, FileRecord, Page, now
 from . import client as s3client
 from .client import Missing, engine_errors, is_missing
-from .objects import LOOKUPS, BucketDoc, Objects, S3Folder
+from .integrity import Integrity
+from .objects import LOOKUPS, BucketDoc, S3Folder
 from .spool import Spool
 from .staging import S3Reader, S3Upload
 from .sweep import Lease, sweep_engine
@@ -33,7 +42,7 @@ PREPARE_ATTEMPTS = 20
 EARLY_CHECK_FROM = 1024 * 1024  # bytes of a declared body from which begin_upload checks the key
 
 
-class S3Store(Objects):
+class S3Store(Integrity):
     """Buckets and files in one bucket of an S3-compatible engine. Blocking: call it from threads."""
 
     @classmethod
@@ -293,21 +302,6 @@ class S3Store(Objects):
         """Copy a file (bytes and metadata) to another key inside the engine."""
         return self._copy(src_bucket, src_key, dst_bucket, dst_key, precondition, move=False)[0]
 
-    def delete_version(self, target: str, etag: str) -> bool:
-        """Delete the object `target` only while it is still at version `etag`: If-Match on the
-        delete for engines that honour it, and a look just before for those that ignore it.
-        Return whether it was deleted."""
-        try:
-            with engine_errors():
-                now_etag = self.client.head_object(Bucket=self.bucket, Key=target)["ETag"]
-            if now_etag != etag:
-                return False
-            with engine_errors():
-                self.client.delete_object(Bucket=self.bucket, Key=target, IfMatch=etag)
-        except (Missing, PreconditionFailed):
-            return False
-        return True
-
     def _copy(
         self,
         src_bucket: str,
@@ -326,6 +320,8 @@ class S3Store(Objects):
         source = self.head(source_key, src_bucket, src_key)
         if source.record is None or source.etag is None:
             raise FileNotFound(src_bucket, src_key)
+        if source.record.damaged is not None:
+            raise Damaged(src_bucket, src_key)
         dst.limits().check(source.record.size, source.record.content_type)
         current = self.check_way(dst_id, dst_parts)
         if precondition is not None:

@@ -1,7 +1,7 @@
 """The S3 store's sweep of leftovers in the engine, run by one sweeper at a time across every
 worker of every node: whoever holds the lease object `sweep.lease` (taken with a conditional PUT,
 held until it expires) sweeps; the others skip their turn. Its cost so stays one sweep a minute
-however many workers and nodes serve the store."""
+however many workers and nodes serve the store. The scrub takes a lease of its own the same way."""
 
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ LEASE_SECONDS = 300.0  # a sweeper that dies blocks the others this long at most
 
 
 class Lease:
-    """This process's claim on the sweep lease of one store."""
+    """This process's claim on a lease of one store (by default the sweep's)."""
 
-    def __init__(self, objects: Objects, seconds: float = LEASE_SECONDS) -> None:
+    def __init__(self, objects: Objects, seconds: float = LEASE_SECONDS, name: str = "sweep.lease") -> None:
         self.objects = objects
         self.seconds = seconds
+        self.name = name
         self.holder = uuid.uuid4().hex
 
     @property
     def key(self) -> str:
-        return f"{self.objects.prefix}sweep.lease"
+        return f"{self.objects.prefix}{self.name}"
 
     def take(self) -> bool:
         """Take or renew the lease; False when another live sweeper holds it."""
@@ -54,6 +55,15 @@ class Lease:
         except PreconditionFailed:
             return False  # another sweeper took it first
         return True
+
+    def release(self) -> None:
+        """Give the lease up if this process holds it (another may take it at once)."""
+        objects = self.objects
+        with contextlib.suppress(Missing, PreconditionFailed, ValueError), engine_errors():
+            answer = objects.client.get_object(Bucket=objects.bucket, Key=self.key)
+            held = json.loads(answer["Body"].read())
+            if held.get("holder") == self.holder:
+                objects.client.delete_object(Bucket=objects.bucket, Key=self.key, IfMatch=answer["ETag"])
 
 
 def sweep_engine(objects: Objects) -> int:

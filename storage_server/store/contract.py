@@ -1,7 +1,8 @@
 """The store contract: what every backend implements and every front door calls.
 
-Three small Protocols make a `Store`: `Lifecycle` (start-up, upkeep, health: run.py and the
-worker call it), `Buckets` and `Files` (the data: handlers call them). Every method blocks and is
+Four small Protocols make a `Store`: `Lifecycle` (start-up, upkeep, health: run.py and the
+worker call it), `Buckets` and `Files` (the data: handlers call them), and `Integrity` (damaged
+files and the scrub's lock and position: the scrubber and verified reads call it). Every method blocks and is
 safe to call from several threads at once; front doors run them off the event loop. Every error a
 caller can act on is one of `errors.py`'s StorageError subclasses, listed per method below; any
 other exception is a fault of the server (or the engine) and becomes a 500.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from .records import BucketChanges, BucketRecord, FileRecord, Page
+from .records import BucketChanges, BucketRecord, Damage, FileRecord, Page, ScrubState
 
 # Called with the current record of a key (None when there is none) just before a write takes
 # effect, under the store's lock for that key; raises PreconditionFailed to stop the write.
@@ -151,7 +152,8 @@ class Files(Protocol):
 
     def open_file(self, bucket: str, key: str, *, stream: bool = False) -> Reader:
         """Open the file now stored at `key`; raise FileNotFound. `stream`: the caller will read
-        it whole from the start, so a backend may start fetching its bytes with the open."""
+        it whole from the start, so a backend may start fetching its bytes with the open. A file
+        marked damaged opens all the same: its record's `damaged` says so."""
 
     def delete_file(self, bucket: str, key: str, *, precondition: Precondition | None = None) -> bool:
         """Delete a file (a folder is left alone); return False if there was none. Raises
@@ -168,8 +170,9 @@ class Files(Protocol):
     ) -> FileRecord:
         """Copy a file's bytes and metadata to another key (replaced if present, unless
         `precondition` refuses; the copy is dated now, keeping the destination's creation date
-        on overwrite). Raises FileNotFound (the source), Conflict, PreconditionFailed,
-        TooLarge and TypeNotAllowed (the destination bucket's limits), InsufficientStorage."""
+        on overwrite). Raises FileNotFound (the source), Damaged (the source is marked damaged),
+        Conflict, PreconditionFailed, TooLarge and TypeNotAllowed (the destination bucket's
+        limits), InsufficientStorage."""
 
     def move_file(
         self,
@@ -198,5 +201,46 @@ class Files(Protocol):
         after the key whose UTF-8 bytes are `after`. A prefix no key can have lists nothing."""
 
 
-class Store(Lifecycle, Buckets, Files, Protocol):
+class ScrubLock(Protocol):
+    """The store's scrub lock, held by its taker: no other scrub runs on the store until it is
+    released (or, where it is a lease, until it expires unrenewed)."""
+
+    def keep(self) -> bool:
+        """Renew the hold (call it every half minute at least); False when it was lost."""
+
+    def release(self) -> None:
+        """Let another scrub run; safe more than once."""
+
+
+class Integrity(Protocol):
+    """Proof that stored bytes are the ones acknowledged: marks on damaged file versions, their
+    listing, and the scrub's lock and saved position. Every method raises Unavailable when the
+    storage itself fails."""
+
+    def mark_damaged(self, record: FileRecord, *, found_sha256: str, found_size: int) -> bool:
+        """Mark the version of a file that `record` describes (its bucket, path, sha256 and
+        updated_at) as damaged, its bytes having hashed to `found_sha256` over `found_size` bytes,
+        and list it; from then on its record's `damaged` is `found_sha256`, until a new upload of
+        the key. Return False, marking nothing, when the key no longer holds that version (a
+        re-upload or a delete came first, or the bucket is gone); True when it is marked, also if
+        it already was (its entry in the listing is then restored if missing, else kept).
+        Raises InvalidKey."""
+
+    def list_damaged(self, bucket: str | None = None) -> list[Damage]:
+        """The files marked damaged (only those of `bucket`, when given), sorted by bucket and
+        path. Entries whose file was re-uploaded or deleted since are dropped for good. Raises
+        InvalidName, BucketNotFound (for `bucket`)."""
+
+    def lock_scrub(self) -> ScrubLock | None:
+        """Take the store's scrub lock, one holder across every process and node at a time; None
+        when another scrub holds it."""
+
+    def load_scrub_state(self) -> ScrubState:
+        """The scrub state last saved (an empty one when none was, or it does not parse)."""
+
+    def save_scrub_state(self, state: ScrubState) -> None:
+        """Replace the saved scrub state, at once; only the holder of the scrub lock calls it."""
+
+
+class Store(Lifecycle, Buckets, Files, Integrity, Protocol):
     """A whole backend."""

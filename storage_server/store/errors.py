@@ -9,6 +9,7 @@ StorageError
 ├── Conflict               a file where a folder is needed, or the reverse
 ├── PreconditionFailed     an If-Match / If-None-Match condition did not hold
 ├── FileChanged            the version a reader opened was replaced before its bytes were read
+├── Damaged                the file's stored bytes no longer match the sha256 taken at upload
 ├── BadDigest              the bytes do not match the checksum the client sent
 ├── TooLarge               the file is larger than its bucket's file_size_limit
 ├── TypeNotAllowed         the file's content type is not in its bucket's allowed_mime_types
@@ -58,6 +59,14 @@ class PreconditionFailed(StorageError):
 class FileChanged(StorageError):
     def __init__(self, bucket: str, key: str) -> None:
         super().__init__(f"file '{key}' in bucket '{bucket}' changed while it was being read; try again")
+
+
+class Damaged(StorageError):
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(
+            f"file '{key}' in bucket '{bucket}' is damaged: its stored bytes no longer match the "
+            "checksum taken at upload; re-upload it"
+        )
 
 
 class BadDigest(StorageError):

@@ -28,6 +28,11 @@ class FileRecord(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict, description="User metadata (S3 x-amz-meta-*).")
     created_at: datetime = Field(description="First upload of this path; kept on overwrite.")
     updated_at: datetime = Field(description="This version.")
+    damaged: str | None = Field(
+        default=None,
+        description="Set when this version's stored bytes were found not to match `sha256`: the "
+        "hex SHA-256 they had then. A new upload of the key comes without it.",
+    )
 
 
 class BucketRecord(BaseModel):
@@ -64,6 +69,35 @@ class BucketChanges(BaseModel):
     def as_dict(self) -> dict[str, object]:
         """The fields that were given, by name."""
         return self.model_dump(include=self.model_fields_set)
+
+
+class Damage(BaseModel):
+    """A file version whose stored bytes no longer match the sha256 taken at its upload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    path: str
+    expected_sha256: str = Field(description="The sha256 taken at upload: the file's record.")
+    found_sha256: str = Field(description="The sha256 of the bytes found stored.")
+    found_size: int = Field(description="How many bytes were found stored.")
+    detected_at: datetime
+
+
+class ScrubState(BaseModel):
+    """Where a store's scrub stands: the pass in progress, if any (when it started, the last file
+    verified, its counts so far), and when the last complete pass started and ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    started_at: datetime | None = Field(default=None, description="The pass in progress; None: none.")
+    bucket: str | None = Field(default=None, description="The bucket of the last file verified.")
+    after: str | None = Field(default=None, description="The key of the last file verified.")
+    files: int = 0
+    bytes: int = 0
+    damaged: int = 0
+    last_started_at: datetime | None = None
+    last_completed_at: datetime | None = None
 
 
 class Page(BaseModel):
