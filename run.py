@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         keys = Keyring.load(config.keys_file)
     except KeysFileError as exc:
         sys.exit(f"storage_server: cannot start: {exc}")
+    if config.s3_api_port and not keys.enabled:
+        sys.exit("storage_server: cannot start: the S3 endpoint needs STORAGE_KEYS_FILE")
     if not keys.enabled and not is_loopback(config.host):
         log.warning(
             "no STORAGE_KEYS_FILE: anyone who can reach %s:%d can read, change and delete every file",
@@ -126,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
         store.prepare()
         store.sweep(grace=0)  # no worker runs yet, so every temp file is a crash's leftover
         store.recover()
-        for sock in bind_sockets(config.port, config.host):  # fail now if the port is taken
-            sock.close()
+        for port in (config.port, config.s3_api_port):  # fail now if a port is taken
+            for sock in bind_sockets(port, config.host) if port else []:
+                sock.close()
     except (StorageError, OSError) as exc:
         sys.exit(f"storage_server: cannot start: {exc}")
     # Not on the storage path: the metric files are mmapped, and a write to an mmapped page of a

@@ -18,6 +18,7 @@ from .auth.keyring import Keyring, KeysFileError
 from .backends import open_store, threads_for
 from .handlers import make_app
 from .notify import notify
+from .s3api.app import make_s3_app
 from .settings import Settings
 from .store.contract import Store
 from .store.errors import StorageError
@@ -44,11 +45,25 @@ def make_server(config: Settings, store: Store, keyring: Keyring | None = None) 
     )
 
 
-def in_flight(server: HTTPServer) -> int:
-    """Requests the server's app has begun and not yet finished."""
-    app = server.request_callback
-    assert isinstance(app, Application)
-    return len(app.settings["in_flight"])
+def make_s3_server(config: Settings, store: Store, keyring: Keyring) -> HTTPServer:
+    """An HTTPServer for the S3 endpoint (docs/s3.md), with the same limits as the native one."""
+    return HTTPServer(
+        make_s3_app(config, store, keyring),
+        idle_connection_timeout=config.idle_timeout,
+        max_body_size=JSON_BODY_LIMIT,
+        chunk_size=BODY_CHUNK,
+        xheaders=False,
+    )
+
+
+def in_flight(*servers: HTTPServer) -> int:
+    """Requests the servers' apps have begun and not yet finished."""
+    count = 0
+    for server in servers:
+        app = server.request_callback
+        assert isinstance(app, Application)
+        count += len(app.settings["in_flight"])
+    return count
 
 
 _reload_pending = False
@@ -69,15 +84,20 @@ async def serve(config: Settings, keyring: Keyring) -> None:
     try:
         server = make_server(config, store, keyring)
         server.add_sockets(bind_sockets(config.port, config.host, reuse_port=True))
+        servers = [server]
+        if config.s3_api_port:
+            s3_server = make_s3_server(config, store, keyring)
+            s3_server.add_sockets(bind_sockets(config.s3_api_port, config.host, reuse_port=True))
+            servers.append(s3_server)
         loop = asyncio.get_running_loop()
         if (threads := threads_for(config)) is not None:
             loop.set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="store"))
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload_keys, server, config)
+        loop.add_signal_handler(signal.SIGHUP, reload_keys, servers, config)
         if _reload_pending:
-            reload_keys(server, config)
+            reload_keys(servers, config)
         upkeep = asyncio.create_task(_upkeep(store))
         scrubbing = asyncio.create_task(_scrub_passes(store, config)) if config.scrub_period > 0 else None
         log.info("worker listening on %s:%d", config.host, config.port)
@@ -87,30 +107,35 @@ async def serve(config: Settings, keyring: Keyring) -> None:
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
 
-        server.stop()  # no new connections; requests already in flight go on
+        for each in servers:
+            each.stop()  # no new connections; requests already in flight go on
         upkeep.cancel()
         if scrubbing is not None:
             scrubbing.cancel()
         deadline = loop.time() + config.shutdown_timeout
-        while in_flight(server) and loop.time() < deadline:  # noqa: ASYNC110 (the count lives in handlers)
+        while in_flight(*servers) and loop.time() < deadline:  # noqa: ASYNC110 (the count lives in handlers)
             await asyncio.sleep(0.05)
-        if in_flight(server):
-            log.warning("stopping with %d requests still in flight", in_flight(server))
-        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        if in_flight(*servers):
+            log.warning("stopping with %d requests still in flight", in_flight(*servers))
+        for each in servers:
+            await asyncio.wait_for(each.close_all_connections(), timeout=5)
     finally:
         store.unregister_worker()
 
 
-def reload_keys(server: HTTPServer, config: Settings) -> None:
-    """SIGHUP: read the keys file again; connections stay open, a bad file keeps the old keys."""
-    app = server.request_callback
-    assert isinstance(app, Application)
+def reload_keys(servers: list[HTTPServer], config: Settings) -> None:
+    """SIGHUP: read the keys file again, for the native API and the S3 endpoint alike;
+    connections stay open, a bad file keeps the old keys."""
     try:
-        app.settings["keyring"] = Keyring.load(config.keys_file)
+        keyring = Keyring.load(config.keys_file)
     except KeysFileError as exc:
         log.error("keys not reloaded, the previous ones stay in force: %s", exc)
         return
-    log.info("keys reloaded: %d", len(app.settings["keyring"].keys))
+    for server in servers:
+        app = server.request_callback
+        assert isinstance(app, Application)
+        app.settings["keyring"] = keyring
+    log.info("keys reloaded: %d", len(keyring.keys))
 
 
 async def _upkeep(store: Store) -> None:

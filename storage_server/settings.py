@@ -105,6 +105,25 @@ class Settings(BaseSettings):
         le=64 * MiB,
         description="Bytes per S3 multipart part; smaller uploads go out as one PUT.",
     )
+    s3_api_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="TCP port of the S3-protocol endpoint (docs/s3.md), on the same host; 0 turns it off. "
+        "It needs `STORAGE_KEYS_FILE`.",
+    )
+    s3_api_domain: str | None = Field(
+        None,
+        description="Domain of virtual-hosted-style S3 requests (`bucket.DOMAIN`); unset: path style only.",
+    )
+    s3_api_region: str = Field(
+        "us-east-1", min_length=1, description="The region the S3 endpoint signs and answers for."
+    )
+    staged_expiry: float = Field(
+        86400.0,
+        gt=0,
+        description="Seconds after which the parts of an abandoned S3 multipart upload are swept.",
+    )
     scrub_rate: float = Field(
         50.0,
         gt=0,

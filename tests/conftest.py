@@ -19,6 +19,7 @@ from storage_server.server import make_server
 from storage_server.settings import Settings
 from storage_server.store import Store
 from tests.ceph import Ceph
+from tests.s3env import Endpoint, write_keys
 from tests.seaweed import SeaweedFS, s3_settings
 from tests.service import Service
 
@@ -38,6 +39,10 @@ BOTH_BACKENDS = {
     "test_error_shape",
     "test_access",
     "test_scrub",
+    "test_s3api_objects",
+    "test_s3api_auth",
+    "test_s3api_clients",
+    "test_s3api_multipart",
 }
 
 
@@ -151,3 +156,12 @@ def start(tmp_path: Path) -> Iterator[type[Service]]:
     yield Started
     for service in started:
         service.stop()
+
+
+@pytest.fixture
+def s3(tmp_path: Path, config: Settings, store: Store) -> Iterator[Endpoint]:
+    """The S3 endpoint and the native API over one store, with the keys of tests/s3env.py."""
+    keyed = config.model_copy(update={"keys_file": write_keys(tmp_path / "keys.toml")})
+    endpoint = Endpoint(keyed, store)
+    yield endpoint
+    endpoint.stop()

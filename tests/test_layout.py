@@ -75,14 +75,29 @@ BACKENDS = {
 }
 
 
+def within(module: str, packages: tuple[str, ...]) -> bool:
+    """Whether `module` is one of `packages` or inside one (storage_server.s3api is not in .s3)."""
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
 def test_a_backend_imports_the_contract_and_nothing_of_http_or_of_another_backend(backend: str) -> None:
     own = BACKENDS[backend]
     allowed = (*own, "storage_server.store", "storage_server.settings")
-    for module in (m for m in MODULES if m.startswith(own)):
-        strays = {i for i in GRAPH[module] if not i.startswith(allowed) and i != "storage_server"}
+    for module in (m for m in MODULES if within(m, own)):
+        strays = {i for i in GRAPH[module] if not within(i, allowed) and i != "storage_server"}
         assert strays == set(), module
         assert "tornado" not in external(module), module
+
+
+FRONT_DOORS = ("storage_server.handlers", "storage_server.native", "storage_server.s3api")
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if within(m, FRONT_DOORS)))
+def test_a_front_door_knows_no_backend(module: str) -> None:
+    backends = tuple(p for packages in BACKENDS.values() for p in packages) + ("storage_server.backends",)
+    assert {i for i in GRAPH[module] if within(i, backends)} == set()
+    assert not external(module) & {"botocore", "os"}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
