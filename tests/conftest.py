@@ -37,6 +37,7 @@ BOTH_BACKENDS = {
     "test_store_contract",
     "test_error_shape",
     "test_access",
+    "test_store_staging",
     "test_scrub",
 }
 
