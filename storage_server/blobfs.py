@@ -19,6 +19,7 @@ from .fs import ops as fsops
 from .fs.folders import list_page, sizes
 from .fs.integrity import Integrity
 from .fs.layout import INTERNAL_DIR
+from .fs.staged import Staging
 from .fs.staging import COMMIT_ATTEMPTS, BlobReader, Upload
 from .settings import Settings
 from .store.contract import Precondition
@@ -32,12 +33,14 @@ __all__ = ["INTERNAL_DIR", "BlobReader", "BlobStore", "Upload"]
 SWEEP_GRACE = 60.0  # seconds; see BlobStore.sweep
 
 
-class BlobStore(Integrity):
+class BlobStore(Integrity, Staging):
     """Buckets and files under `root`. Synchronous and blocking: call it from worker threads."""
 
     @classmethod
     def for_settings(cls, config: Settings) -> BlobStore:
-        return cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
+        store = cls(config.path, fsync=config.fsync, reserve=config.min_free_bytes)
+        store.staged_expiry = config.staged_expiry
+        return store
 
     def __repr__(self) -> str:
         return f"files under {self.root}"
@@ -49,8 +52,10 @@ class BlobStore(Integrity):
 
         A live upload or bucket delete holds an flock on its entry; `grace` spares entries so
         new that their creator may not have locked them yet. With no worker running, 0 is safe.
+        Staged uploads untouched for the store's staged expiry go too.
         """
-        return sweep_folder(self.tmp, grace) + sweep_folder(self.trash, grace, remove_dir=True)
+        removed = sweep_folder(self.tmp, grace) + sweep_folder(self.trash, grace, remove_dir=True)
+        return removed + self.sweep_staged()
 
     def recover(self) -> list[int]:
         """Recount every bucket if a worker died without unregistering (it may have been between

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a worker waits for in-flight requests after SIGTERM before it exits.",
     )
+    staged_expiry: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Seconds an unfinished multipart or resumable upload is kept untouched before the "
+        "sweep removes it.",
+    )
     keys_file: Path | None = Field(
         None,
         description="TOML file of API keys (`[[keys]]` with id, secret, access, buckets; mode 0600). "

@@ -38,6 +38,7 @@ BOTH_BACKENDS = {
     "test_store_contract",
     "test_error_shape",
     "test_access",
+    "test_store_staging",
     "test_scrub",
     "test_s3api_objects",
     "test_s3api_auth",

@@ -35,6 +35,7 @@ from .client import Missing, engine_errors, is_missing
 from .integrity import Integrity
 from .objects import LOOKUPS, BucketDoc, S3Folder
 from .spool import Spool
+from .staged import Staging
 from .staging import S3Reader, S3Upload
 from .sweep import Lease, sweep_engine
 
@@ -42,7 +43,7 @@ PREPARE_ATTEMPTS = 20
 EARLY_CHECK_FROM = 1024 * 1024  # bytes of a declared body from which begin_upload checks the key
 
 
-class S3Store(Integrity):
+class S3Store(Integrity, Staging):
     """Buckets and files in one bucket of an S3-compatible engine. Blocking: call it from threads."""
 
     @classmethod
@@ -52,11 +53,15 @@ class S3Store(Integrity):
             config.s3_bucket,
             config.s3_prefix,
             spool=Spool(config.path, config.s3_part_size),
+            staged_expiry=config.staged_expiry,
         )
 
-    def __init__(self, client: Any, bucket: str, prefix: str, *, spool: Spool) -> None:
+    def __init__(
+        self, client: Any, bucket: str, prefix: str, *, spool: Spool, staged_expiry: float = 24 * 3600.0
+    ) -> None:
         super().__init__(client, bucket, prefix, spool=spool)
         self.lease = Lease(self)
+        self.staged_expiry = staged_expiry
 
     def __repr__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix} at {self.client.meta.endpoint_url}"
@@ -102,7 +107,7 @@ class S3Store(Integrity):
         sweep.py). Return how many."""
         removed = self.spool.sweep(grace)
         if self.lease.take():
-            removed += sweep_engine(self)
+            removed += sweep_engine(self) + self.sweep_staged()
         return removed
 
     def register_worker(self) -> None:

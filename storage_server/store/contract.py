@@ -10,10 +10,19 @@ other exception is a fault of the server (or the engine) and becomes a 500.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from .records import BucketChanges, BucketRecord, Damage, FileRecord, Page, ScrubState
+from .records import (
+    BucketChanges,
+    BucketRecord,
+    Damage,
+    FileRecord,
+    Page,
+    PartRecord,
+    ScrubState,
+    StagedRecord,
+)
 
 # Called with the current record of a key (None when there is none) just before a write takes
 # effect, under the store's lock for that key; raises PreconditionFailed to stop the write.
@@ -242,5 +251,64 @@ class Integrity(Protocol):
         """Replace the saved scrub state, at once; only the holder of the scrub lock calls it."""
 
 
-class Store(Lifecycle, Buckets, Files, Integrity, Protocol):
+class PartUpload(Protocol):
+    """One part of a staged upload being written. Safe to call from any thread."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append data; raise InsufficientStorage, Unavailable."""
+
+    def commit(self) -> PartRecord:
+        """Make the part durable under its number (replacing an earlier part of that number at
+        once) and return its record; raise NoSuchUpload (aborted or expired meanwhile)."""
+
+    def abort(self) -> None:
+        """Discard what was written; safe at any time and more than once."""
+
+
+class Staging(Protocol):
+    """Uploads assembled from parts over many requests (S3 multipart uploads, tus resumable
+    uploads), kept in the store so that any worker (and on S3 any node) can go on with one,
+    and committed as one file through the same commit as every other upload. A staged upload
+    untouched for longer than the store's expiry is removed by the sweep."""
+
+    def begin_staged(self, bucket: str, key: str, *, info: Mapping[str, str] | None = None) -> StagedRecord:
+        """Start a staged upload of `key`, keeping `info` (a front door's own state) with it.
+        Raises InvalidName, InvalidKey, BucketNotFound."""
+
+    def get_staged(self, upload_id: str) -> StagedRecord:
+        """The staged upload with its parts (in number order); raise NoSuchUpload."""
+
+    def list_staged(self, bucket: str) -> list[StagedRecord]:
+        """The staged uploads into `bucket`, oldest first; raise BucketNotFound."""
+
+    def begin_part(
+        self, upload_id: str, number: int, *, exclusive: bool = False, append: bool = False
+    ) -> PartUpload:
+        """Start writing part `number` (1 to 10,000). With `exclusive`, raise Locked while
+        another exclusive part of this upload is being written (in any process). With `append`,
+        the part starts with the bytes of the part `number` already stored, if any (small
+        chunks coalesced into one part). Raises NoSuchUpload, InvalidPart (a number out of
+        range)."""
+
+    def complete_staged(
+        self,
+        upload_id: str,
+        numbers: Sequence[int],
+        *,
+        content_type: str,
+        name: str,
+        metadata: Mapping[str, str] | None = None,
+        precondition: Precondition | None = None,
+        md5: bool = False,
+    ) -> FileRecord:
+        """Commit the parts `numbers`, in that order, as the file at the upload's key (the
+        bucket's limits and `precondition` apply, as for any upload), then remove the staged
+        upload. Raises NoSuchUpload, InvalidPart (a number not staged), and what Upload.commit
+        raises; on an error the staged upload stays as it was."""
+
+    def abort_staged(self, upload_id: str) -> None:
+        """Remove the staged upload and its parts; raise NoSuchUpload."""
+
+
+class Store(Lifecycle, Buckets, Files, Integrity, Staging, Protocol):
     """A whole backend."""

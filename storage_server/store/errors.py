@@ -5,12 +5,15 @@ StorageError
 ├── InvalidKey             bad file key (or listing prefix)
 ├── NotFound
 │   ├── BucketNotFound
-│   └── FileNotFound
+│   ├── FileNotFound
+│   └── NoSuchUpload       a staged upload that was completed, aborted, expired or never was
 ├── Conflict               a file where a folder is needed, or the reverse
 ├── PreconditionFailed     an If-Match / If-None-Match condition did not hold
 ├── FileChanged            the version a reader opened was replaced before its bytes were read
 ├── Damaged                the file's stored bytes no longer match the sha256 taken at upload
 ├── BadDigest              the bytes do not match the checksum the client sent
+├── InvalidPart            a staged upload's part number out of range, or not uploaded
+├── Locked                 another request is writing to this staged upload
 ├── TooLarge               the file is larger than its bucket's file_size_limit
 ├── TypeNotAllowed         the file's content type is not in its bucket's allowed_mime_types
 ├── InsufficientStorage    the disk is full (ENOSPC, EDQUOT), or too full for a declared size
@@ -89,3 +92,17 @@ class InsufficientStorage(StorageError):
 
 class Unavailable(StorageError):
     pass
+
+
+class NoSuchUpload(NotFound):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"no staged upload '{upload_id[:64]}' (completed, aborted or expired)")
+
+
+class InvalidPart(StorageError):
+    pass
+
+
+class Locked(StorageError):
+    def __init__(self) -> None:
+        super().__init__("another request is writing to this upload")

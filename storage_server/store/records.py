@@ -108,3 +108,32 @@ class Page(BaseModel):
     files: list[FileRecord]
     folders: list[str]
     next_after: str | None = None  # the last key of the page when more follow, else None
+
+
+class PartRecord(BaseModel):
+    """One stored part of a staged upload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    size: int
+    md5: str = Field(description="Hex MD5 of the part's bytes.")
+    sha256: str = Field(description="Hex SHA-256 of the part's bytes.")
+    created_at: datetime
+
+
+class StagedRecord(BaseModel):
+    """An upload assembled from parts over many requests, until it is completed or aborted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    bucket: str
+    key: str
+    info: dict[str, str] = Field(default_factory=dict, description="The front door's own state.")
+    created_at: datetime
+    parts: list[PartRecord] = Field(default_factory=list, description="In number order.")
+
+    @property
+    def size(self) -> int:
+        return sum(p.size for p in self.parts)
