@@ -125,11 +125,6 @@ class Settings(BaseSettings):
     s3_api_region: str = Field(
         "us-east-1", min_length=1, description="The region the S3 endpoint signs and answers for."
     )
-    staged_expiry: float = Field(
-        86400.0,
-        gt=0,
-        description="Seconds after which the parts of an abandoned S3 multipart upload are swept.",
-    )
     scrub_rate: float = Field(
         50.0,
         gt=0,

@@ -17,7 +17,7 @@ from tornado.web import RequestHandler
 
 from ..auth.keyring import Access, Key, Keyring
 from ..settings import Settings
-from ..store.contract import Store, Upload
+from ..store.contract import PartUpload, Store, Upload
 from . import sigv4, xml
 from .chunked import Payload
 from .errors import S3Error, s3_error
@@ -75,6 +75,7 @@ class S3Handler(RequestHandler):
     signed: sigv4.Signed | None = None
     payload: Payload | None = None
     upload: Upload | None = None  # a PutObject's, until its body is complete
+    part: PartUpload | None = None  # an UploadPart's, the same
     body: bytearray = bytearray()
     metadata: dict[str, str] = {}  # noqa: RUF012 (replaced per request, never mutated)
     request_id = ""

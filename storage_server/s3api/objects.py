@@ -188,6 +188,8 @@ def _span(h: S3Handler, record: FileRecord) -> tuple[int, int] | None:
         if int(number) > count:
             raise S3Error("InvalidRange", "the object has fewer parts", ActualObjectSize=str(record.size))
         h.set_header("x-amz-mp-parts-count", str(count))
+        if count > 1 and size == 0:
+            raise S3Error("NotImplemented", "the parts of this object were not of one size")
         if count == 1:
             return None if record.size == 0 else (0, record.size - 1)
         first = (int(number) - 1) * size

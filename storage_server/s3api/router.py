@@ -134,8 +134,10 @@ class S3Endpoint(S3Handler):
         await self.authorize()
         if self.op in STREAMED:
             self.connection.set_max_body_size(NO_LIMIT)
-            start = objects.begin_put if self.op == "PutObject" else multipart.begin_part
-            self.upload = await start(self)
+            if self.op == "PutObject":
+                self.upload = await objects.begin_put(self)
+            else:
+                self.part = await multipart.begin_part(self)
         else:
             self.connection.set_max_body_size(xml.MAX_BODY * 2)
             self.payload = Payload(self.signed, self.request.headers, self._buffer)
@@ -179,9 +181,11 @@ class S3Endpoint(S3Handler):
             self.send_error(error.status, exc_info=(type(error), error, None))
 
     def _discard(self) -> None:
-        upload, self.upload, self.payload = self.upload, None, None
-        if upload is not None:
-            asyncio.get_running_loop().run_in_executor(None, upload.abort)
+        upload, part = self.upload, self.part
+        self.upload, self.part, self.payload = None, None, None
+        for each in (upload, part):
+            if each is not None:
+                asyncio.get_running_loop().run_in_executor(None, each.abort)
 
     def _track(self, active: bool) -> None:
         in_flight: set[Any] = self.application.settings["in_flight"]
