@@ -138,9 +138,10 @@ def sign(
     """The headers of a request signed with botocore's SigV4 signer (`payload`: the
     x-amz-content-sha256 to sign instead of the body's hash)."""
     request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    signer = S3SigV4Auth(credentials(key), "s3", region)
     if payload is not None:
-        request.headers["X-Amz-Content-SHA256"] = payload
-    S3SigV4Auth(credentials(key), "s3", region).add_auth(request)
+        signer.payload = lambda _request: payload  # type: ignore[method-assign]
+    signer.add_auth(request)
     return dict(request.headers.items())
 
 
