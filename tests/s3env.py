@@ -108,7 +108,12 @@ class Endpoint:
             region_name=config.pop("region", REGION),
             aws_access_key_id=key,
             aws_secret_access_key=config.pop("secret", SECRETS.get(key, "x" * 20)),
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+                **config,
+            ),
         )
 
     def native(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:

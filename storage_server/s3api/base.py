@@ -54,6 +54,10 @@ ACCESS: dict[str, Access] = {
     "CompleteMultipartUpload": Access.WRITE,
     "AbortMultipartUpload": Access.WRITE,
 }
+V2 = (
+    "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256 "
+    "(Signature Version 4)."
+)
 ANONYMOUS = {"GetObject", "HeadObject"}  # in a public bucket
 
 
@@ -133,9 +137,13 @@ class S3Handler(RequestHandler):
         now = self.application.settings["clock"]()
         region = self.config.s3_api_region
         if "authorization" in headers:
+            if not (self.request.headers.get("Authorization") or "").startswith(sigv4.ALGORITHM):
+                raise S3Error("InvalidRequest", V2)
             self.signed = sigv4.verify_header(self.keyring, request, region, now)
         elif sigv4.is_presigned(self.request.query):
             self.signed = sigv4.verify_query(self.keyring, request, region, now)
+        elif "AWSAccessKeyId" in self.args and "Signature" in self.args:
+            raise S3Error("InvalidRequest", V2)
 
     async def authorize(self) -> None:
         """Raise AccessDenied unless the caller may do self.op on self.bucket."""

@@ -3,6 +3,8 @@ which store exception maps to which code. docs/s3.md lists the same table."""
 
 from __future__ import annotations
 
+from tornado.web import HTTPError
+
 from ..store import errors
 
 # code -> (status, default message)
@@ -69,13 +71,14 @@ for _name, _code in (
         EXCEPTIONS[getattr(errors, _name)] = _code
 
 
-class S3Error(Exception):
+class S3Error(HTTPError):
     """An S3 error answer: a code of CODES (its status follows) and a message; `extra` adds
-    elements to the XML (such as <Region> or <Condition>)."""
+    elements to the XML (such as <Region> or <Condition>). An HTTPError, so that Tornado answers
+    it without logging it as a fault."""
 
     def __init__(self, code: str, message: str | None = None, **extra: str) -> None:
         status, default = CODES[code]
-        super().__init__(message or default)
+        super().__init__(status)
         self.code = code
         self.status = status
         self.message = message or default
