@@ -115,16 +115,13 @@ class Settings(BaseSettings):
         0,
         ge=0,
         le=65535,
-        description="TCP port of the S3-protocol endpoint (docs/s3.md), on the same host; 0 turns it off. "
-        "It needs `STORAGE_KEYS_FILE`.",
+        description="Port of the S3 endpoint ([docs/s3.md](docs/s3.md)); 0: off. Needs `STORAGE_KEYS_FILE`.",
     )
     s3_api_domain: str | None = Field(
         None,
-        description="Domain of virtual-hosted-style S3 requests (`bucket.DOMAIN`); unset: path style only.",
+        description="Domain of virtual-hosted S3 requests (`bucket.DOMAIN`); unset: path style only.",
     )
-    s3_api_region: str = Field(
-        "us-east-1", min_length=1, description="The region the S3 endpoint signs and answers for."
-    )
+    s3_api_region: str = Field("us-east-1", min_length=1, description="The region the S3 endpoint signs for.")
     scrub_rate: float = Field(
         50.0,
         gt=0,

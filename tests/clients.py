@@ -69,16 +69,29 @@ def aws(endpoint: str, env: dict[str, str], *args: str) -> str:
     return run(str(BIN / "aws"), "--endpoint-url", endpoint, *args, env=env)
 
 
-def rclone_binary() -> str:
-    """rclone, installed from Debian's packages when missing (CI is root on Debian)."""
-    found = shutil.which("rclone")
+def debian_binary(name: str) -> str:
+    """A client from Debian's packages, installed when missing (CI is root on Debian)."""
+    found = shutil.which(name)
     if found is None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         run("apt-get", "update", "-qq", env=env)
-        run("apt-get", "install", "-y", "-qq", "rclone", env=env)
-        found = shutil.which("rclone")
+        run("apt-get", "install", "-y", "-qq", name, env=env)
+        found = shutil.which(name)
     assert found is not None
     return found
+
+
+def restic(endpoint: str, home: Path, *args: str) -> str:
+    """restic against a repository in the bucket `backups` of the endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {
+        "AWS_ACCESS_KEY_ID": "admin",
+        "AWS_SECRET_ACCESS_KEY": SECRETS["admin"],
+        "RESTIC_PASSWORD": "correct horse battery staple",
+        "RESTIC_CACHE_DIR": str(home / "restic-cache"),
+        "HOME": str(home),
+    }
+    return run(debian_binary("restic"), "-r", f"s3:{endpoint}/backups", *args, env=env)
 
 
 def rclone_config(home: Path, endpoint: str, key: str = "admin") -> Path:
@@ -94,7 +107,7 @@ def rclone_config(home: Path, endpoint: str, key: str = "admin") -> Path:
 def rclone(config: Path, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # AWS_CA_BUNDLE and the like
     flags = ("--config", str(config), "--s3-upload-cutoff", "6M", "--s3-chunk-size", "5M")
-    return run(rclone_binary(), *flags, *args, env=env)
+    return run(debian_binary("rclone"), *flags, *args, env=env)
 
 
 def curl(url: str, target: Path) -> int:

@@ -12,7 +12,19 @@ from boto3.s3.transfer import TransferConfig
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 
-from tests.clients import PART, SIZES, MiB, aws, aws_env, curl, make_tree, rclone, rclone_config, read_tree
+from tests.clients import (
+    PART,
+    SIZES,
+    MiB,
+    aws,
+    aws_env,
+    curl,
+    make_tree,
+    rclone,
+    rclone_config,
+    read_tree,
+    restic,
+)
 from tests.s3env import REGION, SECRETS, Endpoint
 
 
@@ -99,3 +111,12 @@ def test_boto3_transfer_manager_round_trips_a_tree(s3: Endpoint, tmp_path: Path)
     assert (tmp_path / "presigned").read_bytes() == tree["dir/sub/leaf"]
     client.delete_objects(Bucket="bt3", Delete={"Objects": [{"Key": n} for n in SIZES]})
     client.delete_bucket(Bucket="bt3")
+
+
+def test_restic_backs_up_and_restores_a_tree(s3: Endpoint, tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    restic(s3.url, tmp_path, "init")
+    restic(s3.url, tmp_path, "backup", "--quiet", str(tmp_path / "tree"))
+    restic(s3.url, tmp_path, "check")
+    restic(s3.url, tmp_path, "restore", "latest", "--target", str(tmp_path / "restored"))
+    assert read_tree(tmp_path / "restored" / (tmp_path / "tree").relative_to("/")) == tree

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.s3env import Endpoint
+from storage_server.settings import Settings
+from storage_server.store import Store
+from tests.s3env import Endpoint, raw, sign, write_keys
 
 
 def code(exc: pytest.ExceptionInfo[ClientError]) -> str:
@@ -243,3 +246,22 @@ def test_files_are_shared_with_the_native_api_both_ways(s3: Endpoint, client: An
     assert sorted(f["path"] for f in listing["files"]) == ["native.txt", "s3.txt"]
     client.delete_object(Bucket="photos", Key="native.txt")
     assert s3.native("GET", "/api/v1/files/photos/native.txt")[0] == 404
+
+
+def test_virtual_hosted_style_names_the_bucket_in_the_host(
+    config: Settings, store: Store, tmp_path: Path
+) -> None:
+    keyed = config.model_copy(
+        update={"keys_file": write_keys(tmp_path / "k.toml"), "s3_api_domain": "s3.test"}
+    )
+    endpoint = Endpoint(keyed, store)
+    try:
+        endpoint.client().create_bucket(Bucket="photos")
+        host = f"photos.s3.test:{endpoint.port}"
+        signed = sign("PUT", f"http://{host}/v/key.txt", body=b"virtual")
+        status, _, _ = raw("PUT", f"{endpoint.url}/v/key.txt", {**signed, "host": host}, b"virtual")
+        assert status == 200
+        got = endpoint.client().get_object(Bucket="photos", Key="v/key.txt")
+        assert got["Body"].read() == b"virtual"
+    finally:
+        endpoint.stop()
