@@ -54,3 +54,21 @@ def test_backends_benchmark_smoke_run_reports_both_backends(tmp_path: Path) -> N
         assert figures["put_4k"]["non_2xx"] == 0
         assert figures["memory"]["rss_growth_upload_mib"] < 64
     assert results["engine"]["upload_mbps"] > 0
+
+
+def test_s3_benchmark_smoke_run_compares_the_s3_endpoint_with_the_native_api(tmp_path: Path) -> None:
+    out = tmp_path / "s3.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "s3.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| 4 KiB GET req/s |" in result.stdout
+    results = json.loads(out.read_text())
+    for side in ("storage_server", "s3"):
+        assert results[side]["put_mbps"]["median"] > 0
+        assert results[side]["get_mbps"]["median"] > 0
+        assert results[side]["get_4k"]["non_2xx"] == 0
+        assert results[side]["put_4k"]["non_2xx"] == 0

@@ -75,17 +75,18 @@ async def begin_part(h: S3Handler) -> PartUpload:
 
 
 async def upload_part(h: S3Handler) -> None:
-    assert h.payload is not None
+    payload = h.payload  # the handler drops its own if the client goes away meanwhile
+    assert payload is not None
     part, h.part = h.part, None
     assert part is not None
     try:
-        await h.call(h.payload.finish)
+        await h.call(payload.finish)
         record = await h.call(part.commit)
     except BaseException:
         await h.call(part.abort)
         raise
     h.set_header("ETag", f'"{record.md5}"')
-    for name, value in h.payload.checks.echo().items():
+    for name, value in payload.checks.echo().items():
         h.set_header(name, value)
     h.send_empty()
 

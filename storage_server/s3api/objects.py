@@ -91,8 +91,9 @@ async def put_object(h: S3Handler) -> None:
     assert h.key is not None
     assert h.payload is not None
     upload, h.upload = h.upload, None
+    payload = h.payload  # the handler drops its own if the client goes away meanwhile
     try:
-        await h.call(h.payload.finish)
+        await h.call(payload.finish)
         if upload is None:
             h.set_header("ETag", f'"{EMPTY_MD5}"')
             h.send_empty()
@@ -109,7 +110,7 @@ async def put_object(h: S3Handler) -> None:
             asyncio.get_running_loop().run_in_executor(None, upload.abort)
         raise
     h.set_header("ETag", object_headers(record)["ETag"])
-    for name, value in h.payload.checks.echo().items():
+    for name, value in payload.checks.echo().items():
         h.set_header(name, value)
     h.send_empty()
 
@@ -122,12 +123,17 @@ async def head_object(h: S3Handler) -> None:
     await _send(h, with_body=False)
 
 
-def _open(h: S3Handler, bucket: str, key: str, stream: bool) -> Reader:
+def _open(h: S3Handler, bucket: str, key: str, stream: bool) -> tuple[Reader, bytes]:
+    """The reader, and for a whole GET its first block, read in the same trip to a thread (a
+    small object costs one hop)."""
     reader = h.store.open_file(bucket, key, stream=stream)
-    if reader.record.damaged is not None:
+    try:
+        if reader.record.damaged is not None:
+            raise Damaged(bucket, key)
+        return reader, reader.read(min(READ_AHEAD, reader.record.size)) if stream else b""
+    except BaseException:
         reader.close()
-        raise Damaged(bucket, key)
-    return reader
+        raise
 
 
 async def _send(h: S3Handler, *, with_body: bool) -> None:
@@ -138,7 +144,7 @@ async def _send(h: S3Handler, *, with_body: bool) -> None:
         await _send_marker(h, h.bucket, h.key)
         return
     whole = with_body and "Range" not in h.request.headers and "partNumber" not in h.args
-    reader = await h.call(_open, h, h.bucket, h.key, whole)
+    reader, head = await h.call(_open, h, h.bucket, h.key, whole)
     try:
         record = reader.record
         headers = object_headers(record)
@@ -169,7 +175,7 @@ async def _send(h: S3Handler, *, with_body: bool) -> None:
         if with_body and length:
             if span is not None:
                 reader.seek(first, length)
-            if not await _stream(h, reader, length):
+            if not await _stream(h, reader, length, head):
                 return  # the client went away
         h.finish()
     finally:
@@ -202,12 +208,14 @@ def _span(h: S3Handler, record: FileRecord) -> tuple[int, int] | None:
         ) from None
 
 
-async def _stream(h: S3Handler, reader: Reader, length: int) -> bool:
-    """Send `length` bytes of the reader; False when the client went away."""
+async def _stream(h: S3Handler, reader: Reader, length: int, head: bytes) -> bool:
+    """Send `length` bytes: `head` (read with the open), then the reader's; False when the
+    client went away."""
     chunk = h.config.chunk_size
     try:
         while length > 0:
-            block = await h.call(reader.read, min(max(READ_AHEAD, chunk), length))
+            block = head or await h.call(reader.read, min(max(READ_AHEAD, chunk), length))
+            head = b""
             if not block:
                 raise OSError("the file ended early")
             length -= len(block)
