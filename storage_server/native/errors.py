@@ -31,6 +31,10 @@ CODES: dict[str, Code] = {
     "invalid_digest": Code(400, "a checksum header is malformed (answered before the body is read)"),
     "invalid_cursor": Code(400, "not a cursor this service handed out"),
     "bad_request": Code(400, "the request itself is malformed"),
+    "invalid_tus_header": Code(
+        400,
+        "a tus header (`Upload-Offset`, `Upload-Length`, `Upload-Metadata`, `Upload-Checksum`) is malformed",
+    ),
     "unauthorized": Code(401, "no key, or an unknown one (with `WWW-Authenticate`)"),
     "forbidden": Code(403, "the key may not do this, or not in this bucket"),
     "signature_expired": Code(403, "the signed URL has expired"),
@@ -38,16 +42,29 @@ CODES: dict[str, Code] = {
     "bucket_not_found": Code(404, "no such bucket"),
     "file_not_found": Code(404, "no such file"),
     "not_found": Code(404, "no such route"),
+    "upload_not_found": Code(
+        404, "no such resumable upload: never created, terminated, expired or completed"
+    ),
     "method_not_allowed": Code(405, "the route does not take this method (see `Allow`)"),
     "conflict": Code(409, "a file stands where the path needs a folder, or the reverse"),
     "damaged": Code(409, "the stored bytes no longer match the checksum taken at upload; re-upload the file"),
-    "precondition_failed": Code(412, "an `If-*` condition does not hold"),
+    "offset_mismatch": Code(409, "tus: `Upload-Offset` is not the upload's current offset (ask with HEAD)"),
+    "precondition_failed": Code(
+        412, "an `If-*` condition does not hold; tus: the file appeared meanwhile and `x-upsert` was not sent"
+    ),
+    "tus_version": Code(412, "tus: `Tus-Resumable` is missing or not `1.0.0` (see `Tus-Version`)"),
     "payload_too_large": Code(
         413, "the body is larger than `STORAGE_MAX_UPLOAD_SIZE` or the bucket's `file_size_limit`"
     ),
+    "past_upload_length": Code(413, "tus: the chunk goes past the upload's `Upload-Length`"),
     "mime_type_not_allowed": Code(415, "the bucket's `allowed_mime_types` do not include the file's type"),
+    "unsupported_media_type": Code(
+        415, "tus: a `PATCH` whose `Content-Type` is not `application/offset+octet-stream`"
+    ),
     "range_not_satisfiable": Code(416, "no byte of the range exists (`Content-Range: bytes */size`)"),
     "validation_error": Code(422, "a JSON body or query that does not parse or fit"),
+    "upload_locked": Code(423, "tus: another request is writing to this upload; retry"),
+    "checksum_mismatch": Code(460, "tus: the chunk does not match `Upload-Checksum`; it was dropped"),
     "internal_error": Code(500, "a fault of the server; details go to its log only"),
     "storage_unavailable": Code(503, "the storage path or object store cannot be used now"),
     "insufficient_storage": Code(
@@ -63,6 +80,9 @@ EXCEPTIONS: dict[type[Exception], str] = {
     MalformedDigest: "invalid_digest",
     errors.BucketNotFound: "bucket_not_found",
     errors.FileNotFound: "file_not_found",
+    errors.NoSuchUpload: "upload_not_found",
+    errors.Locked: "upload_locked",
+    errors.InvalidPart: "payload_too_large",
     errors.Conflict: "conflict",
     errors.Damaged: "damaged",
     errors.PreconditionFailed: "precondition_failed",
