@@ -33,7 +33,7 @@ CODES: dict[str, Code] = {
     "bad_request": Code(400, "the request itself is malformed"),
     "invalid_tus_header": Code(
         400,
-        "a tus header (`Upload-Offset`, `Upload-Length`, `Upload-Metadata`, `Upload-Checksum`) is malformed",
+        "a tus `Upload-*` header is malformed",
     ),
     "unauthorized": Code(401, "no key, or an unknown one (with `WWW-Authenticate`)"),
     "forbidden": Code(403, "the key may not do this, or not in this bucket"),
@@ -42,29 +42,23 @@ CODES: dict[str, Code] = {
     "bucket_not_found": Code(404, "no such bucket"),
     "file_not_found": Code(404, "no such file"),
     "not_found": Code(404, "no such route"),
-    "upload_not_found": Code(
-        404, "no such resumable upload: never created, terminated, expired or completed"
-    ),
+    "upload_not_found": Code(404, "no such resumable upload (or no longer)"),
     "method_not_allowed": Code(405, "the route does not take this method (see `Allow`)"),
     "conflict": Code(409, "a file stands where the path needs a folder, or the reverse"),
     "damaged": Code(409, "the stored bytes no longer match the checksum taken at upload; re-upload the file"),
-    "offset_mismatch": Code(409, "tus: `Upload-Offset` is not the upload's current offset (ask with HEAD)"),
-    "precondition_failed": Code(
-        412, "an `If-*` condition does not hold; tus: the file appeared meanwhile and `x-upsert` was not sent"
-    ),
-    "tus_version": Code(412, "tus: `Tus-Resumable` is missing or not `1.0.0` (see `Tus-Version`)"),
+    "offset_mismatch": Code(409, "tus: not the upload's current `Upload-Offset`"),
+    "precondition_failed": Code(412, "an `If-*` condition (or tus's create-only commit) does not hold"),
+    "tus_version": Code(412, "tus: `Tus-Resumable` is not `1.0.0`"),
     "payload_too_large": Code(
         413, "the body is larger than `STORAGE_MAX_UPLOAD_SIZE` or the bucket's `file_size_limit`"
     ),
-    "past_upload_length": Code(413, "tus: the chunk goes past the upload's `Upload-Length`"),
+    "past_upload_length": Code(413, "tus: the chunk goes past `Upload-Length`"),
     "mime_type_not_allowed": Code(415, "the bucket's `allowed_mime_types` do not include the file's type"),
-    "unsupported_media_type": Code(
-        415, "tus: a `PATCH` whose `Content-Type` is not `application/offset+octet-stream`"
-    ),
+    "unsupported_media_type": Code(415, "tus: a `PATCH` of another `Content-Type`"),
     "range_not_satisfiable": Code(416, "no byte of the range exists (`Content-Range: bytes */size`)"),
     "validation_error": Code(422, "a JSON body or query that does not parse or fit"),
-    "upload_locked": Code(423, "tus: another request is writing to this upload; retry"),
-    "checksum_mismatch": Code(460, "tus: the chunk does not match `Upload-Checksum`; it was dropped"),
+    "upload_locked": Code(423, "tus: another request is writing to this upload"),
+    "checksum_mismatch": Code(460, "tus: the chunk does not match `Upload-Checksum`"),
     "internal_error": Code(500, "a fault of the server; details go to its log only"),
     "storage_unavailable": Code(503, "the storage path or object store cannot be used now"),
     "insufficient_storage": Code(
