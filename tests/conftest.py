@@ -39,6 +39,8 @@ BOTH_BACKENDS = {
     "test_access",
     "test_store_staging",
     "test_scrub",
+    "test_tus_protocol",
+    "test_tus_clients",
 }
 
 
