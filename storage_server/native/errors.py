@@ -1,5 +1,5 @@
 """The native API's one error table: every code it answers with, its status and meaning, and
-which store (or request) exception maps to which code. The README's error table is printed
+which store (or request) exception maps to which code. The error table of docs/api.md is printed
 from here (`python -m storage_server.native.errors`) and a test keeps the two equal."""
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def code_for_status(status: int) -> str:
 
 
 def markdown_table() -> str:
-    """The README's error table: each status with its codes and what they mean."""
+    """The documented error table: each status with its codes and what they mean."""
     lines = ["| status | code: meaning |", "|---|---|"]
     for status in sorted({c.status for c in CODES.values()}):
         codes = [f"`{name}`: {c.meaning}" for name, c in CODES.items() if c.status == status]
