@@ -112,6 +112,7 @@ class Storage(Server):
         fsync: bool,
         env: dict[str, str] | None = None,
         api_key: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         super().__init__(tmp)
         data = tmp / "storage"
@@ -125,7 +126,7 @@ class Storage(Server):
             "--access-log",
             "off",
         ]
-        args += ["--log-level", "WARNING", "--fsync" if fsync else "--no-fsync"]
+        args += ["--log-level", "WARNING", "--fsync" if fsync else "--no-fsync", *extra]
         if api_key is not None:  # a service with keys: every request carries one
             keys = tmp / "keys.toml"
             keys.parent.mkdir(parents=True, exist_ok=True)
@@ -427,11 +428,14 @@ def run(scale: Scale, workers: int) -> dict[str, Any]:
                 results[server.name] = summary
             results["storage_server"]["memory"] = memory(storage, scale.memory)
             storage.stop()
-            unsynced = Storage(tmp / "nofsync", workers, fsync=False)
+            # Uploads without fsync, and (downloads do not depend on it) downloads without sendfile.
+            unsynced = Storage(tmp / "nofsync", workers, fsync=False, extra=("--no-sendfile",))
             servers.append(unsynced)
             figures = {}
             transfers(unsynced, big, figures)
             results["storage_server"]["upload_raw_mbps_no_fsync"] = figures["upload_raw_mbps"]
+            results["storage_server"]["download_mbps_no_sendfile"] = figures["download_mbps"]
+            results["storage_server"]["cpu_s_per_gib_down_no_sendfile"] = figures["cpu_s_per_gib_down"]
             unsynced.stop()
             # The cost of checking a key on every request: the same small GETs, keys configured.
             keyed = Storage(tmp / "keyed", workers, fsync=True, api_key="bench-secret-0123456789")
@@ -473,6 +477,10 @@ def table(results: dict[str, Any]) -> str:
     for label, ours, theirs, ratio in TARGETS:
         mine, other = s[ours]["median"], n[theirs]["median"]
         add(label, mine, other, f">= {ratio} x nginx", mine >= ratio * other)
+    add("1 GiB download MB/s, sendfile off", s["download_mbps_no_sendfile"], n["download_mbps"]["median"],
+        "(report: what sendfile buys)", True)  # fmt: skip
+    add("CPU s per GiB down, sendfile off", s["cpu_s_per_gib_down_no_sendfile"],
+        n["cpu_s_per_gib_down"]["median"], "(report)", True)  # fmt: skip
     add(
         "raw upload MB/s, fsync off",
         s["upload_raw_mbps_no_fsync"],

@@ -1,6 +1,7 @@
 """Load test mix for storage_server (see README "Load tests").
 
 StorageUser: lists and reads buckets, uploads small/medium/large files, downloads and deletes them.
+ResumableUser: uploads the medium file through tus in 256 KiB chunks, resumed half-way, checked.
 BucketUser: creates, reads, updates and deletes its own buckets.
 LargeFileUser (on demand: set LOADTEST_LARGE_MIB): uploads, downloads and checks a large file.
 
@@ -10,6 +11,7 @@ streamed from there, so the load generator's memory stays flat whatever their si
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import random
@@ -188,3 +190,51 @@ class LargeFileUser(KeyedUser):
             if digest.hexdigest() != self.digest:
                 response.failure("downloaded bytes differ from the upload")
         self.client.delete(f"{API}/files/{SHARED_BUCKET}/{key}", name="delete huge")
+
+
+class ResumableUser(KeyedUser):
+    """Resumable uploads (tus 1.0.0, docs/resumable.md): the medium file in 256 KiB chunks, each
+    upload resumed once from its HEAD offset half-way, then checked by its sha256."""
+
+    wait_time = between(0.2, 1.0)
+    weight = 1
+    chunk = 256 * 1024
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.client.post(f"{API}/buckets", json={"name": SHARED_BUCKET})
+        self.data = test_file("medium").read_bytes()
+        self.digest = hashlib.sha256(self.data).hexdigest()
+
+    @task
+    def resumable_upload(self) -> None:
+        key = f"tus/{uuid.uuid4().hex}.bin"
+        tus = {"Tus-Resumable": "1.0.0"}
+        meta = ",".join(
+            f"{name} {base64.b64encode(value.encode()).decode()}"
+            for name, value in (("bucketName", SHARED_BUCKET), ("objectName", key))
+        )
+        created = self.client.post(
+            f"{API}/upload/resumable",
+            headers={**tus, "Upload-Length": str(len(self.data)), "Upload-Metadata": meta},
+            name="tus create",
+        )
+        if created.status_code != 201:
+            return
+        url = created.headers["Location"]
+        offset = 0
+        while offset < len(self.data):
+            if offset >= len(self.data) // 2 and offset < len(self.data) // 2 + self.chunk:
+                offset = int(self.client.head(url, headers=tus, name="tus head").headers["Upload-Offset"])
+            chunk = self.data[offset : offset + self.chunk]
+            headers = {**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
+            answer = self.client.patch(url, data=chunk, headers=headers, name="tus patch")
+            if answer.status_code != 204:
+                return
+            offset = int(answer.headers["Upload-Offset"])
+        with self.client.get(
+            f"{API}/files/{SHARED_BUCKET}/{key}", name="tus download", catch_response=True
+        ) as response:
+            if hashlib.sha256(response.content).hexdigest() != self.digest:
+                response.failure("the resumable upload stored other bytes")
+        self.client.delete(f"{API}/files/{SHARED_BUCKET}/{key}", name="delete tus")

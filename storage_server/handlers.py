@@ -46,6 +46,7 @@ from .native.models import (
 from .settings import Settings
 from .store.contract import Store
 from .store.keys import validate_key
+from .tus.handlers import CreationHandler, UploadHandler
 
 API = "/api/v1"
 
@@ -325,6 +326,8 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (f"{API}/copy", CopyHandler),
     (f"{API}/move", MoveHandler),
     (f"{API}/damaged", DamagedHandler),
+    (f"{API}/upload/resumable", CreationHandler),
+    (f"{API}/upload/resumable/{{id}}", UploadHandler),
     ("/openapi.json", OpenAPIHandler),
     ("/metrics", MetricsHandler),
     ("/docs", DocsHandler),
@@ -335,6 +338,7 @@ WRITE = Rule(Access.WRITE, "path")
 ADMIN = Rule(Access.ADMIN, "path")
 FILE_READ = Rule(Access.READ, "path", public=True, signed="GET")
 FILE_WRITE = Rule(Access.WRITE, "path", signed="PUT")
+TUS = Rule(Access.WRITE, "body", signed="PUT")
 # Who may do what, for every route and method: the one access table (tests/test_access.py walks
 # it with every kind of key). Rules with scope "body" are checked by their handler with
 # `authorize` once the body names the bucket.
@@ -356,6 +360,10 @@ ACCESS: dict[str, dict[str, Rule]] = {
     f"{API}/copy": {"POST": Rule(Access.READ, "body")},
     f"{API}/damaged": {"GET": Rule(Access.ADMIN)},  # a key limited to buckets sees only theirs
     f"{API}/move": {"POST": Rule(Access.WRITE, "body")},
+    # tus: the bucket is in Upload-Metadata (creation) or the staged upload; a signed PUT URL of
+    # exactly that file admits too.
+    f"{API}/upload/resumable": {"POST": TUS},
+    f"{API}/upload/resumable/{{id}}": {"HEAD": TUS, "PATCH": TUS, "DELETE": TUS},
     "/openapi.json": {"GET": OPEN},
     "/metrics": {"GET": Rule(Access.READ)},
     "/docs": {"GET": OPEN},
@@ -364,7 +372,7 @@ ACCESS: dict[str, dict[str, Rule]] = {
 
 def pattern(template: str) -> str:
     """The URL regex of a path template: `{path}` may span folders, other names may not."""
-    return template.replace("{path}", "(.+)").replace("{bucket}", "([^/]+)") + "$"
+    return template.replace("{path}", "(.+)").replace("{bucket}", "([^/]+)").replace("{id}", "([^/]+)") + "$"
 
 
 def make_app(

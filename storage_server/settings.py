@@ -56,6 +56,10 @@ class Settings(BaseSettings):
         True,
         description="fsync each upload and its directory before answering 201. Turn off only for benchmarks.",
     )
+    sendfile: bool = Field(
+        True,
+        description="Send file bodies from disk with sendfile(2), in the kernel (filesystem backend).",
+    )
     idle_timeout: float = Field(
         75.0, gt=0, description="Seconds a keep-alive connection may sit idle before it is closed."
     )

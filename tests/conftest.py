@@ -44,6 +44,8 @@ BOTH_BACKENDS = {
     "test_s3api_auth",
     "test_s3api_clients",
     "test_s3api_multipart",
+    "test_tus_protocol",
+    "test_tus_clients",
 }
 
 

@@ -33,8 +33,10 @@ def memory_kib(pid: int, field: str) -> int:
 class Service:
     """run.py in its own process group on a free port, stopped (group and all) afterwards."""
 
-    def __init__(self, data: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, data: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.data = data
         self.log = data.parent / f"service-{self.port}.log"
         with self.log.open("wb") as log:

@@ -53,6 +53,10 @@ buckets = ["other"]
 LEVEL = {"reader": 1, "writer": 2, "admin": 3, "elsewhere": 3}
 API = "/api/v1"
 FILE = f"{API}/files/{{bucket}}/{{path}}"
+TUS_CREATE = f"{API}/upload/resumable"
+TUS_UPLOAD = f"{API}/upload/resumable/{{id}}"
+TUS = {"Tus-Resumable": "1.0.0"}
+TUS_METADATA = "bucketName cGhvdG9z,objectName dC5iaW4="  # photos, t.bin
 
 # The matrix: what each route and method needs (1 read, 2 write, 3 admin, None open) and whether
 # the key must cover the bucket it acts on. A route or method missing here fails the walk.
@@ -79,6 +83,17 @@ EXPECTED: dict[tuple[str, str], tuple[int | None, bool]] = {
     ("/openapi.json", "GET"): (None, False),
     ("/metrics", "GET"): (1, False),
     ("/docs", "GET"): (None, False),
+    (TUS_CREATE, "POST"): (2, True),
+    (TUS_UPLOAD, "HEAD"): (2, True),
+    (TUS_UPLOAD, "PATCH"): (2, True),
+    (TUS_UPLOAD, "DELETE"): (2, True),
+}
+# Headers a route needs to get past its own checks to the access check.
+HEADERS: dict[tuple[str, str], dict[str, str]] = {
+    (TUS_CREATE, "POST"): {**TUS, "Upload-Length": "10", "Upload-Metadata": TUS_METADATA},
+    (TUS_UPLOAD, "HEAD"): TUS,
+    (TUS_UPLOAD, "PATCH"): {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+    (TUS_UPLOAD, "DELETE"): TUS,
 }
 TRANSFER = {
     "source": {"bucket": "photos", "path": "a.txt"},
@@ -94,6 +109,7 @@ BODIES: dict[tuple[str, str], Any] = {
     (f"{API}/sign/{{bucket}}/{{path}}", "POST"): {"method": "GET", "expires_in": 60},
     (f"{API}/copy", "POST"): TRANSFER,
     (f"{API}/move", "POST"): TRANSFER,
+    (TUS_UPLOAD, "PATCH"): b"0123",
 }
 
 
@@ -151,9 +167,20 @@ def as_key(name: str | None, headers: dict[str, str] | None = None) -> dict[str,
     return headers
 
 
-async def send(api: Api, method: str, url: str, body: Any = None, key: str | None = None) -> Any:
+async def send(
+    api: Api, method: str, url: str, body: Any = None, key: str | None = None, **extra: str
+) -> Any:
     headers = as_key(key, {"Content-Type": "application/json"} if isinstance(body, dict) else {})
-    return await api.request(method, url, body, headers=headers)
+    return await api.request(method, url, body, headers={**headers, **extra})
+
+
+async def tus_upload(api: Api, key: str = "admin", metadata: str = TUS_METADATA) -> str:
+    """A new tus upload's URL (into photos, unless `metadata` says otherwise)."""
+    headers = {**TUS, "Upload-Length": "10", "Upload-Metadata": metadata}
+    response = await send(api, "POST", TUS_CREATE, b"", key, **headers)
+    assert response.code == 201, response.body
+    url: str = response.headers["Location"]
+    return url
 
 
 def test_the_matrix_covers_every_route_and_method() -> None:
@@ -169,8 +196,11 @@ async def test_each_route_admits_exactly_the_keys_it_should(
     need, scoped = EXPECTED[(route, method)]
     url = route.replace("{bucket}", photos).replace("{path}", "a.txt")
     body = BODIES.get((route, method))
+    headers = HEADERS.get((route, method), {})
     for key in (None, "unknown", "reader", "writer", "admin", "elsewhere"):
-        response = await send(api, method, url, body, key)
+        if "{id}" in route:
+            url = await tus_upload(api)  # a fresh one each time: a DELETE or PATCH uses it up
+        response = await send(api, method, url, body, key, **headers)
         if need is None:
             allowed = True
         elif key in (None, "unknown"):
@@ -439,3 +469,54 @@ async def test_the_openapi_document_declares_the_key_schemes(api: Api) -> None:
     assert document["paths"]["/health"]["get"]["security"] == []
     assert "security" not in document["paths"][f"{API}/buckets"]["get"]
     assert "401" in document["paths"][f"{API}/buckets"]["get"]["responses"]
+
+
+async def test_a_tus_upload_goes_on_only_with_a_key_of_its_bucket(
+    api: Api, store: Store, photos: str
+) -> None:
+    url = await tus_upload(api, "writer")
+    patch = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    stranger = await send(api, "PATCH", url, b"0123456789", "elsewhere", **patch)
+    assert (stranger.code, body_json(stranger)["code"]) == (403, "forbidden")
+    assert (await send(api, "HEAD", url, None, "elsewhere", **TUS)).code == 403
+    assert (await send(api, "DELETE", url, None, "elsewhere", **TUS)).code == 403
+    assert (await send(api, "HEAD", url, None, "writer", **TUS)).headers["Upload-Offset"] == "0"
+    into_other = await send(
+        api,
+        "POST",
+        TUS_CREATE,
+        b"",
+        "writer",
+        **{**TUS, "Upload-Length": "1", "Upload-Metadata": TUS_METADATA},
+    )
+    assert into_other.code == 201  # a writer of every bucket
+    assert stored(store, photos, "t.bin") is None
+
+
+async def test_a_signed_put_url_creates_and_continues_a_tus_upload_of_that_file_only(
+    api: Api, store: Store, photos: str, clock: Clock
+) -> None:
+    signed = await sign(api, "writer", "PUT", "t.bin")
+    query = signed.partition("?")[2]
+    create = {**TUS, "Upload-Length": "4", "Upload-Metadata": TUS_METADATA}
+    elsewhere = await api.request(
+        "POST",
+        f"{TUS_CREATE}?{query}",
+        b"",
+        headers={**create, "Upload-Metadata": "bucketName cGhvdG9z,objectName b3RoZXI="},
+    )
+    assert (elsewhere.code, body_json(elsewhere)["code"]) == (403, "signature_invalid")
+    created = await api.request("POST", f"{TUS_CREATE}?{query}", b"", headers=create)
+    assert created.code == 201, created.body
+    url = created.headers["Location"]
+    assert "X-Sign-Signature=" in url
+    bare = url.partition("?")[0]
+    patch = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    assert (await api.request("PATCH", bare, b"ab", headers=patch)).code == 401
+    assert (await api.request("PATCH", url, b"ab", headers=patch)).code == 204
+    patch["Upload-Offset"] = "2"
+    assert (await api.request("PATCH", url, b"cd", headers=patch)).code == 204
+    assert stored(store, photos, "t.bin") == b"abcd"
+    get_url = await sign(api, "reader", "GET", "t.bin")
+    refused = await api.request("POST", f"{TUS_CREATE}?{get_url.partition('?')[2]}", b"", headers=create)
+    assert refused.code == 403

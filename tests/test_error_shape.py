@@ -1,6 +1,6 @@
 """One error shape for every route: a walk over the route table sends each route a request that
 must fail, and checks the answer is `{"detail", "code"}` with the status the error table gives
-that code. The README's error table is the one printed from that table."""
+that code. The error table of docs/api.md is the one printed from that table."""
 
 from __future__ import annotations
 
@@ -15,13 +15,20 @@ from storage_server.native.errors import CODES, markdown_table
 from tests.conftest import Api
 
 ROOT = Path(__file__).resolve().parent.parent
-MISSING = {"{bucket}": "no-such-bucket", "{path}": "some/file.txt"}
+MISSING = {"{bucket}": "no-such-bucket", "{path}": "some/file.txt", "{id}": "0" * 32}
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # Bodies that are valid, so that the missing bucket is what fails; `{}` elsewhere (invalid).
 VALID_BODIES = {
     "/api/v1/buckets/{bucket}/delete": b'{"paths": ["x"]}',
     "/api/v1/files/{bucket}/{path}": b"x",
     "/api/v1/sign/{bucket}/{path}": b'{"method": "GET", "expires_in": 60}',
+}
+
+# The tus routes speak tus: with Tus-Resumable sent, a creation without Upload-Length is a bad
+# tus header, and an upload that does not exist is not found, whatever the method.
+TUS_FAILURES = {
+    "/api/v1/upload/resumable": (400, "invalid_tus_header"),
+    "/api/v1/upload/resumable/{id}": (404, "upload_not_found"),
 }
 
 
@@ -41,7 +48,9 @@ def failures() -> list[tuple[str, str, str, int, str]]:
         refused = next(m for m in ALL_METHODS if m not in allowed)
         cases.append((template, refused, url, 405, "method_not_allowed"))
         for method in allowed:
-            if "{bucket}" in template:
+            if template in TUS_FAILURES:
+                cases.append((template, method, url, *TUS_FAILURES[template]))
+            elif "{bucket}" in template:
                 cases.append((template, method, url, 404, "bucket_not_found"))
             elif method in ("POST", "PUT", "PATCH"):
                 cases.append((template, method, url, 422, "validation_error"))
@@ -53,7 +62,10 @@ async def test_every_route_fails_in_the_one_error_shape(
     api: Api, route: str, method: str, url: str, status: int, code: str
 ) -> None:
     body = VALID_BODIES.get(route, b"{}") if method in ("POST", "PUT", "PATCH") else None
-    response = await api.request(method, url, body, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if route in TUS_FAILURES:
+        headers["Tus-Resumable"] = "1.0.0"
+    response = await api.request(method, url, body, headers=headers)
     assert response.code == status, (route, method, response.body)
     if method == "HEAD":
         return  # no body to look at
@@ -71,7 +83,7 @@ def test_every_route_is_walked() -> None:
     assert walked == {template for template, _ in ROUTES}
 
 
-def test_readme_error_table_is_the_one_the_code_answers_with() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_error_table_is_the_one_the_code_answers_with() -> None:
+    readme = (ROOT / "docs" / "api.md").read_text()
     table = readme.split("<!-- errors:begin -->\n", 1)[1].split("<!-- errors:end -->", 1)[0]
     assert table == markdown_table()

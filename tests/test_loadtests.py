@@ -38,7 +38,12 @@ def test_locust_mix_smoke_with_keys_has_no_failures(start: type[Service], tmp_pa
     service = start("--workers", "2", "--keys-file", str(keys))
     service.wait_ready(workers=2)
     totals = run_locust(
-        service, tmp_path, "StorageUser", "BucketUser", env={"LOADTEST_API_KEY": "locust-secret-0123456789"}
+        service,
+        tmp_path,
+        "StorageUser",
+        "BucketUser",
+        "ResumableUser",
+        env={"LOADTEST_API_KEY": "locust-secret-0123456789"},
     )
     assert int(totals["Request Count"]) > 20
     assert int(totals["Failure Count"]) == 0

@@ -163,3 +163,9 @@ def resolve_content_type(declared: str | None, name: str) -> str:
     if declared and not is_generic(declared):
         return declared
     return mimetypes.guess_type(name)[0] or OCTET_STREAM
+
+
+def content_disposition(name: str) -> str:
+    """RFC 6266 header with an ASCII fallback and the exact UTF-8 name (RFC 8187)."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
+    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"

@@ -1,5 +1,5 @@
 """The native API's one error table: every code it answers with, its status and meaning, and
-which store (or request) exception maps to which code. The README's error table is printed
+which store (or request) exception maps to which code. The error table of docs/api.md is printed
 from here (`python -m storage_server.native.errors`) and a test keeps the two equal."""
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ CODES: dict[str, Code] = {
     "invalid_digest": Code(400, "a checksum header is malformed (answered before the body is read)"),
     "invalid_cursor": Code(400, "not a cursor this service handed out"),
     "bad_request": Code(400, "the request itself is malformed"),
+    "invalid_tus_header": Code(
+        400,
+        "a tus `Upload-*` header is malformed",
+    ),
     "unauthorized": Code(401, "no key, or an unknown one (with `WWW-Authenticate`)"),
     "forbidden": Code(403, "the key may not do this, or not in this bucket"),
     "signature_expired": Code(403, "the signed URL has expired"),
@@ -38,16 +42,23 @@ CODES: dict[str, Code] = {
     "bucket_not_found": Code(404, "no such bucket"),
     "file_not_found": Code(404, "no such file"),
     "not_found": Code(404, "no such route"),
+    "upload_not_found": Code(404, "no such resumable upload (or no longer)"),
     "method_not_allowed": Code(405, "the route does not take this method (see `Allow`)"),
     "conflict": Code(409, "a file stands where the path needs a folder, or the reverse"),
     "damaged": Code(409, "the stored bytes no longer match the checksum taken at upload; re-upload the file"),
-    "precondition_failed": Code(412, "an `If-*` condition does not hold"),
+    "offset_mismatch": Code(409, "tus: not the upload's current `Upload-Offset`"),
+    "precondition_failed": Code(412, "an `If-*` condition (or tus's create-only commit) does not hold"),
+    "tus_version": Code(412, "tus: `Tus-Resumable` is not `1.0.0`"),
     "payload_too_large": Code(
         413, "the body is larger than `STORAGE_MAX_UPLOAD_SIZE` or the bucket's `file_size_limit`"
     ),
+    "past_upload_length": Code(413, "tus: the chunk goes past `Upload-Length`"),
     "mime_type_not_allowed": Code(415, "the bucket's `allowed_mime_types` do not include the file's type"),
+    "unsupported_media_type": Code(415, "tus: a `PATCH` of another `Content-Type`"),
     "range_not_satisfiable": Code(416, "no byte of the range exists (`Content-Range: bytes */size`)"),
     "validation_error": Code(422, "a JSON body or query that does not parse or fit"),
+    "upload_locked": Code(423, "tus: another request is writing to this upload"),
+    "checksum_mismatch": Code(460, "tus: the chunk does not match `Upload-Checksum`"),
     "internal_error": Code(500, "a fault of the server; details go to its log only"),
     "storage_unavailable": Code(503, "the storage path or object store cannot be used now"),
     "insufficient_storage": Code(
@@ -63,6 +74,9 @@ EXCEPTIONS: dict[type[Exception], str] = {
     MalformedDigest: "invalid_digest",
     errors.BucketNotFound: "bucket_not_found",
     errors.FileNotFound: "file_not_found",
+    errors.NoSuchUpload: "upload_not_found",
+    errors.Locked: "upload_locked",
+    errors.InvalidPart: "payload_too_large",
     errors.Conflict: "conflict",
     errors.Damaged: "damaged",
     errors.PreconditionFailed: "precondition_failed",
@@ -105,7 +119,7 @@ def code_for_status(status: int) -> str:
 
 
 def markdown_table() -> str:
-    """The README's error table: each status with its codes and what they mean."""
+    """The documented error table: each status with its codes and what they mean."""
     lines = ["| status | code: meaning |", "|---|---|"]
     for status in sorted({c.status for c in CODES.values()}):
         codes = [f"`{name}`: {c.meaning}" for name, c in CODES.items() if c.status == status]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import urllib.parse
 from typing import ClassVar
 
 from tornado.http1connection import HTTP1Connection
@@ -15,7 +14,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import stream_request_body
 
 from ..store.contract import Precondition, Reader, Upload
-from ..store.errors import FileChanged, PreconditionFailed
+from ..store.errors import FileChanged
 from ..store.records import FileRecord
 from .base import BaseHandler, Op, client_errors
 from .bodies import (
@@ -23,6 +22,7 @@ from .bodies import (
     RawBody,
     check_content_type,
     check_filename,
+    content_disposition,
     decoder_for,
     header_filename,
     is_generic,
@@ -32,8 +32,10 @@ from .bodies import (
 from .conditional import Conditions, RangeNotSatisfiable, byte_range, etag, last_modified
 from .digests import Checks
 from .errors import ApiError, api_error
+from .guard import create_only
 from .models import File, UploadResult
 from .verify import DESCRIPTION, VALUES, Verifier, open_for_download, read, report_damage, wants_verify
+from .zerocopy import OnDisk, send_file
 
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
@@ -62,12 +64,6 @@ READ_HEADERS = {
     "X-Verify": DESCRIPTION,
 }
 DAMAGED_NOTE = "A file marked damaged (see `GET /api/v1/damaged`) is answered 409 `damaged`."
-
-
-def content_disposition(name: str) -> str:
-    """RFC 6266 header with an ASCII fallback and the exact UTF-8 name (RFC 8187)."""
-    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
-    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
 def repr_digest(record: FileRecord) -> str:
@@ -166,15 +162,15 @@ class FileHandler(BaseHandler):
 
     @property
     def precondition(self) -> Precondition | None:
-        create_only = self.grant is not None and not self.grant.upsert
+        signed_create = self.grant is not None and not self.grant.upsert
         if not self.conditions.guards_writes:
-            return _create_only if create_only else None
-        if not create_only:
+            return create_only if signed_create else None
+        if not signed_create:
             return self.conditions.check_write
         check = self.conditions.check_write
 
         def both(current: FileRecord | None) -> None:
-            _create_only(current)
+            create_only(current)
             check(current)
 
         return both
@@ -347,6 +343,13 @@ class FileHandler(BaseHandler):
         last chunk goes out only if every byte matched the record."""
         chunk_size = self.config.chunk_size
         try:
+            if verifier is None and self.config.sendfile and isinstance(reader, OnDisk):
+                await self._write(head)
+                await self.flush()  # the headers, when there was no head to send
+                self.bytes_out += await send_file(
+                    self.connection, reader.fileno(), reader.offset, length - len(head)
+                )
+                return
             block = head
             if verifier is not None:
                 verifier.update(head)  # one chunk at most; the rest is hashed where it is read
@@ -388,9 +391,3 @@ class FileHandler(BaseHandler):
         await self.call(self.store.delete_file, bucket, key, precondition=self.precondition)
         self.set_status(204)
         self.finish()
-
-
-def _create_only(current: FileRecord | None) -> None:
-    """A signed upload URL without upsert creates only."""
-    if current is not None:
-        raise PreconditionFailed("the file exists, and the signed URL does not allow replacing it")

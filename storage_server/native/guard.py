@@ -10,6 +10,8 @@ from typing import Literal
 
 from ..auth.keyring import Access, Key, Keyring
 from ..auth.signing import Grant
+from ..store.errors import PreconditionFailed
+from ..store.records import FileRecord
 from .errors import ApiError
 
 REALM = 'Bearer realm="storage_server"'
@@ -82,3 +84,9 @@ def cors_origin(allowed: list[str], origin: str | None) -> str | None:
     if "*" in allowed:
         return "*"
     return origin if origin in allowed else None
+
+
+def create_only(current: FileRecord | None) -> None:
+    """A signed upload URL without upsert creates only."""
+    if current is not None:
+        raise PreconditionFailed("the file exists, and the signed URL does not allow replacing it")

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -28,7 +29,9 @@ from .sweep import Lease
 
 MAX_PART = 10_000
 READ = 1024 * 1024
-LOCK_SECONDS = 600.0  # an exclusive writer that died blocks its upload this long at most
+# An exclusive writer renews its lease while it writes; one that died blocks its upload this long
+# at most (a tus client resuming after a crash retries through it).
+LOCK_SECONDS = 20.0
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -40,6 +43,7 @@ class S3PartWriter:
         self._upload_id = upload_id
         self._number = number
         self._lease = lease
+        self._renewed = time.monotonic()
         self._mutex = threading.Lock()
         self._md5 = hashlib.md5()
         self._sha256 = hashlib.sha256()
@@ -53,17 +57,28 @@ class S3PartWriter:
         with self._mutex:
             if self._fd is None:
                 raise StorageError("the part was aborted")
+            if self._lease is not None and time.monotonic() - self._renewed > LOCK_SECONDS / 3:
+                self._keep_lease()
             with os_errors("the part"):
                 write_all(self._fd, data)
             self._md5.update(data)
             self._sha256.update(data)
             self._size += memoryview(data).nbytes
 
+    def _keep_lease(self) -> None:
+        """Renew the exclusive lease; raise Locked when it lapsed and another writer took it."""
+        assert self._lease is not None
+        if not self._lease.take():
+            raise Locked()
+        self._renewed = time.monotonic()
+
     def commit(self) -> PartRecord:
         with self._mutex:
             if self._fd is None:
                 raise StorageError("the part was aborted")
             try:
+                if self._lease is not None:
+                    self._keep_lease()
                 record = PartRecord(
                     number=self._number,
                     size=self._size,
