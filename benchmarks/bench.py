@@ -10,6 +10,7 @@ missing), alternates them round by round, prints one table and writes the raw re
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,6 +232,40 @@ def fresh_upload(server: Server, name: str) -> None:
     os.sync()
 
 
+def tus_upload(server: Storage, big: Path, chunk: int = 8 * MiB) -> float:
+    """MB/s of one upload of `big` through the tus endpoint, `chunk` bytes per PATCH."""
+    size = big.stat().st_size
+    name = base64.b64encode(f"tus-{time.monotonic_ns()}.bin".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    headers = {"Tus-Resumable": "1.0.0", **server.headers}
+    start = time.monotonic()
+    conn.request(
+        "POST",
+        "/api/v1/upload/resumable",
+        headers={
+            **headers,
+            "Upload-Length": str(size),
+            "Upload-Metadata": f"bucketName YmVuY2g=,objectName {name}",
+        },
+    )
+    created = conn.getresponse()
+    created.read()
+    assert created.status == 201, created.status
+    location = urllib.parse.urlsplit(created.headers["Location"]).path
+    with big.open("rb") as source:
+        offset = 0
+        while offset < size:
+            body = source.read(chunk)
+            patch = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)}
+            conn.request("PATCH", location, body=body, headers={**headers, **patch})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 204, answer.status
+            offset += len(body)
+    conn.close()
+    return size / (time.monotonic() - start) / 1e6
+
+
 def transfers(server: Server, big: Path, results: dict[str, Any]) -> None:
     size_gib = big.stat().st_size / GiB
     fresh_upload(server, "big.bin")
@@ -427,6 +463,7 @@ def run(scale: Scale, workers: int) -> dict[str, Any]:
                 summary["fairness"] = fairness(server, big)
                 results[server.name] = summary
             results["storage_server"]["memory"] = memory(storage, scale.memory)
+            results["storage_server"]["tus_upload_mbps"] = tus_upload(storage, big)
             storage.stop()
             # Uploads without fsync, and (downloads do not depend on it) downloads without sendfile.
             unsynced = Storage(tmp / "nofsync", workers, fsync=False, extra=("--no-sendfile",))
@@ -481,6 +518,14 @@ def table(results: dict[str, Any]) -> str:
         "(report: what sendfile buys)", True)  # fmt: skip
     add("CPU s per GiB down, sendfile off", s["cpu_s_per_gib_down_no_sendfile"],
         n["cpu_s_per_gib_down"]["median"], "(report)", True)  # fmt: skip
+    tus, raw = s["tus_upload_mbps"], s["upload_raw_mbps"]["median"]
+    add(
+        "1 GiB tus upload MB/s, 8 MiB chunks (vs our raw)",
+        tus,
+        raw,
+        ">= 0.7 x our raw upload",
+        tus >= 0.7 * raw,
+    )
     add(
         "raw upload MB/s, fsync off",
         s["upload_raw_mbps_no_fsync"],
