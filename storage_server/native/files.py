@@ -343,7 +343,12 @@ class FileHandler(BaseHandler):
         last chunk goes out only if every byte matched the record."""
         chunk_size = self.config.chunk_size
         try:
-            if verifier is None and self.config.sendfile and isinstance(reader, OnDisk):
+            if (
+                verifier is None
+                and self.config.sendfile
+                and isinstance(reader, OnDisk)
+                and length > len(head)
+            ):
                 await self._write(head)
                 await self.flush()  # the headers, when there was no head to send
                 self.bytes_out += await send_file(
