@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..store.assemble import Chunks, assemble, extend
 from ..store.contract import Precondition, Upload
 from ..store.errors import InvalidPart, Locked, NoSuchUpload, StorageError
 from ..store.keys import validate_key
@@ -198,17 +199,10 @@ class Staging(Layout):
         writer = PartWriter(folder, number, lock_fd, self.fsync)
         if append:
             try:
-                fd = os.open(folder / f"{number:05d}.part", os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
+                chunks = self._read_part(upload_id, number)
+            except InvalidPart:
                 return writer  # nothing stored under that number yet
-            try:
-                while chunk := os.read(fd, READ):
-                    writer.write(chunk)
-            except BaseException:
-                writer.abort()
-                raise
-            finally:
-                os.close(fd)
+            extend(writer, chunks)
         return writer
 
     def complete_staged(
@@ -223,36 +217,26 @@ class Staging(Layout):
         md5: bool = False,
     ) -> FileRecord:
         record = self.get_staged(upload_id)
-        parts = {p.number: p for p in record.parts}
-        missing = [n for n in numbers if n not in parts]
-        if missing:
-            raise InvalidPart(f"part {missing[0]} was not uploaded")
-        folder = self._folder(upload_id)
-        upload = self.begin_upload(
-            record.bucket,
-            record.key,
-            size=sum(parts[n].size for n in numbers),
+        done = assemble(
+            self.begin_upload,
+            record,
+            numbers,
+            lambda number: self._read_part(upload_id, number),
+            content_type=content_type,
+            name=name,
+            metadata=metadata,
             precondition=precondition,
             md5=md5,
         )
-        try:
-            for number in numbers:
-                try:
-                    fd = os.open(folder / f"{number:05d}.part", os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    raise InvalidPart(f"part {number} is gone (replaced or aborted meanwhile)") from None
-                try:
-                    while chunk := os.read(fd, READ):
-                        upload.write(chunk)
-                finally:
-                    os.close(fd)
-            done: FileRecord = upload.commit(
-                content_type=content_type, name=name, metadata=metadata, precondition=precondition
-            )
-        finally:
-            upload.abort()
         self._remove(upload_id)
         return done
+
+    def _read_part(self, upload_id: str, number: int) -> Chunks:
+        try:
+            fd = os.open(self._folder(upload_id) / f"{number:05d}.part", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise InvalidPart(f"part {number} is not there (replaced or aborted meanwhile)") from None
+        return _chunks(fd)
 
     def abort_staged(self, upload_id: str) -> None:
         self._folder(upload_id)
@@ -296,5 +280,14 @@ def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _chunks(fd: int) -> Chunks:
+    """The bytes of an open part file, READ at a time; the file is closed at the end."""
+    try:
+        while chunk := os.read(fd, READ):
+            yield chunk
     finally:
         os.close(fd)

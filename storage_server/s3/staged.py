@@ -17,7 +17,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+from ..store.assemble import Chunks, assemble, extend
 from ..store.contract import Precondition, Upload
 from ..store.errors import InvalidPart, Locked, NoSuchUpload, StorageError
 from ..store.keys import validate_key
@@ -221,26 +223,13 @@ class Staging(Objects):
             raise
         if append:
             try:
-                with engine_errors():
-                    body = self.client.get_object(Bucket=self.bucket, Key=part_key(self, upload_id, number))[
-                        "Body"
-                    ]
-            except Missing:
+                chunks = self._read_part(upload_id, number)
+            except InvalidPart:
                 return writer  # nothing stored under that number yet
             except BaseException:
                 writer.abort()
                 raise
-            try:
-                with contextlib.closing(body):
-                    while True:
-                        with engine_errors():
-                            chunk = body.read(READ)
-                        if not chunk:
-                            break
-                        writer.write(chunk)
-            except BaseException:
-                writer.abort()
-                raise
+            extend(writer, chunks)
         return writer
 
     def complete_staged(
@@ -255,35 +244,29 @@ class Staging(Objects):
         md5: bool = False,
     ) -> FileRecord:
         record = self.get_staged(upload_id)
-        parts = {p.number: p for p in record.parts}
-        missing = [n for n in numbers if n not in parts]
-        if missing:
-            raise InvalidPart(f"part {missing[0]} was not uploaded")
-        size = sum(parts[n].size for n in numbers)
-        upload = self.begin_upload(record.bucket, record.key, size=size, precondition=precondition, md5=md5)
-        try:
-            for number in numbers:
-                try:
-                    with engine_errors():
-                        body = self.client.get_object(
-                            Bucket=self.bucket, Key=part_key(self, upload_id, number)
-                        )["Body"]
-                except Missing:
-                    raise InvalidPart(f"part {number} is gone (replaced or aborted meanwhile)") from None
-                with contextlib.closing(body):
-                    while True:
-                        with engine_errors():
-                            chunk = body.read(READ)
-                        if not chunk:
-                            break
-                        upload.write(chunk)
-            done: FileRecord = upload.commit(
-                content_type=content_type, name=name, metadata=metadata, precondition=precondition
-            )
-        finally:
-            upload.abort()
+        done = assemble(
+            self.begin_upload,
+            record,
+            numbers,
+            lambda number: self._read_part(upload_id, number),
+            content_type=content_type,
+            name=name,
+            metadata=metadata,
+            precondition=precondition,
+            md5=md5,
+        )
         self.purge(prefix_of(self, upload_id))
         return done
+
+    def _read_part(self, upload_id: str, number: int) -> Chunks:
+        try:
+            with engine_errors():
+                body = self.client.get_object(Bucket=self.bucket, Key=part_key(self, upload_id, number))[
+                    "Body"
+                ]
+        except Missing:
+            raise InvalidPart(f"part {number} is not there (replaced or aborted meanwhile)") from None
+        return _chunks(body)
 
     def abort_staged(self, upload_id: str) -> None:
         store_staged_info(self, upload_id)
@@ -316,3 +299,14 @@ class Staging(Objects):
             sha256=meta.get("sha256", ""),
             created_at=meta.get("created") or head["LastModified"],
         )
+
+
+def _chunks(body: Any) -> Chunks:
+    """The bytes of a part's GET body, READ at a time; the body is closed at the end."""
+    with contextlib.closing(body):
+        while True:
+            with engine_errors():
+                chunk = body.read(READ)
+            if not chunk:
+                return
+            yield chunk
