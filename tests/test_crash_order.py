@@ -87,3 +87,29 @@ def test_an_fsync_error_fails_the_upload_and_stores_nothing(start: type[Service]
     assert os.listdir(service.data / blobfs.INTERNAL_DIR / "tmp") == []
     assert service.request("GET", "/api/v1/files/photos/k.bin") == (200, b"previous")
     assert service.request("PUT", "/api/v1/files/photos/k.bin", b"after recovery")[0] == 201
+
+
+def test_a_large_upload_starts_writeback_as_it_streams_and_still_fsyncs_before_its_201(
+    start: type[Service], tmp_path: Path
+) -> None:
+    service = started(start)
+    log = tmp_path / "strace.log"
+    tracer = traced(
+        service, log, "-e", "trace=openat,sync_file_range,fsync,rename,renameat,renameat2,sendto,writev,write"
+    )
+    body = os.urandom(20 * 1024 * 1024)
+    try:
+        assert service.request("PUT", "/api/v1/files/photos/big.bin", body)[0] == 201
+    finally:
+        stop(tracer)
+    lines = [line for line in log.read_text().splitlines() if "write(" not in line or "HTTP/1.1" in line]
+    at_open, opened = first(lines, r'openat\(AT_FDCWD, "[^"]*\.part", O_WRONLY\|O_CREAT\|O_EXCL.*= (\d+)$')
+    fd = opened.group(1)
+    at_writeback, _ = first(lines, rf"sync_file_range\({fd}, 0, \d+, SYNC_FILE_RANGE_WRITE\) += 0", at_open)
+    at_second, _ = first(
+        lines, rf"sync_file_range\({fd}, [1-9]\d*, \d+, SYNC_FILE_RANGE_WRITE\) += 0", at_writeback
+    )
+    at_fsync, _ = first(lines, rf"fsync\({fd}\) += 0", at_second)
+    at_answer, _ = first(lines, r"(write|sendto|writev)\(\d+, .*HTTP/1\.1 201", at_fsync)
+    assert at_open < at_writeback < at_second < at_fsync < at_answer
+    assert (service.data / "photos" / "big.bin").read_bytes() == body

@@ -23,6 +23,7 @@ from .layout import Layout
 
 COMMIT_ATTEMPTS = 16
 SPACE_CHECK_EVERY = 8 * 1024 * 1024  # bytes written between two looks at the free space
+WRITEBACK_EVERY = 8 * 1024 * 1024  # bytes written between two requests to start writeback
 
 
 def _first_stored(bucket_fd: int, parts: tuple[str, ...]) -> datetime | None:
@@ -97,6 +98,7 @@ class Upload:
         self._md5 = hashlib.md5() if md5 else None
         self._copied: FileRecord | None = None  # the source of a copy: its digests are kept
         self.size = 0
+        self._written_back = 0  # bytes the kernel was asked to start writing to disk
         self._temp: Path | None = store.tmp / f"{uuid.uuid4().hex}.part"
         self._fd: int | None = store.open_temp(self._temp)
         # Held open for the whole upload: the commit goes into this very bucket or nowhere,
@@ -117,6 +119,10 @@ class Upload:
             with os_errors("the upload"):
                 write_all(fd, data)
             self.size += size
+            if self._store.fsync and self.size - self._written_back >= WRITEBACK_EVERY:
+                # Overlap the disk writes with the transfer instead of paying them all at commit.
+                fsops.start_writeback(fd, self._written_back, self.size - self._written_back)
+                self._written_back = self.size
 
     def copy_from(self, reader: BlobReader) -> None:
         """Fill the upload with a stored file, in the kernel where it can; its sha256 is kept."""
