@@ -51,6 +51,9 @@ BOTH_BACKENDS = {
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fs_only: looks at the filesystem backend's files on disk")
+    config.addinivalue_line(
+        "markers", "timeout(seconds): a longer limit for this async test (pytest-tornasync)"
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
