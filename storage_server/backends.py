@@ -8,14 +8,16 @@ from .settings import Settings
 from .store.contract import Store
 
 
-def threads_for(config: Settings) -> int | None:
-    """How many threads the store's calls should get (None: asyncio's default, CPUs + 4, which a
-    local disk prefers)."""
+def threads_for(config: Settings) -> int:
+    """How many threads the store's calls should get: most of them wait (on the engine, or on
+    a disk flush, a lock or a group commit), so far more than CPUs."""
     if config.backend == "s3":
         from .s3 import THREADS  # no botocore: only the constant
 
         return THREADS
-    return None
+    from .fs import THREADS as FS_THREADS
+
+    return FS_THREADS
 
 
 def open_store(config: Settings) -> Store:

@@ -16,11 +16,12 @@ import stat
 import uuid
 
 from .fs import ops as fsops
+from .fs.commit import COMMIT_ATTEMPTS
 from .fs.folders import list_page, sizes
 from .fs.integrity import Integrity
 from .fs.layout import INTERNAL_DIR
 from .fs.staged import Staging
-from .fs.staging import COMMIT_ATTEMPTS, BlobReader, Upload
+from .fs.staging import BlobReader, Upload
 from .settings import Settings
 from .store.contract import Precondition
 from .store.errors import BucketNotFound, Conflict, Damaged, FileNotFound
@@ -197,7 +198,8 @@ class BlobStore(Integrity, Staging):
             if precondition is not None:
                 precondition(current)
             with os_errors("the upload"):
-                return Upload(self, bucket, parts, bucket_fd, limits=limits, md5=md5)
+                created = current.created_at if current is not None else None
+                return Upload(self, bucket, parts, bucket_fd, limits=limits, md5=md5, created=created)
         except BaseException:
             os.close(bucket_fd)
             raise

@@ -21,7 +21,8 @@ from .native.base import BaseHandler, Op, client_errors
 from .native.conditional import Conditions
 from .native.docs import DocsHandler, swagger_assets
 from .native.errors import ApiError, api_error
-from .native.files import CONDITIONAL, FileHandler
+from .native.filedocs import CONDITIONAL
+from .native.files import FileHandler
 from .native.guard import OPEN, Rule
 from .native.models import (
     BatchDelete,

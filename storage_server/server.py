@@ -90,8 +90,7 @@ async def serve(config: Settings, keyring: Keyring) -> None:
             s3_server.add_sockets(bind_sockets(config.s3_api_port, config.host, reuse_port=True))
             servers.append(s3_server)
         loop = asyncio.get_running_loop()
-        if (threads := threads_for(config)) is not None:
-            loop.set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="store"))
+        loop.set_default_executor(ThreadPoolExecutor(threads_for(config), thread_name_prefix="store"))
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)

@@ -21,24 +21,8 @@ from ..store.records import FileRecord, now
 from . import ops as fsops
 from .layout import Layout
 
-COMMIT_ATTEMPTS = 16
 SPACE_CHECK_EVERY = 8 * 1024 * 1024  # bytes written between two looks at the free space
 WRITEBACK_EVERY = 8 * 1024 * 1024  # bytes written between two requests to start writeback
-
-
-def _first_stored(bucket_fd: int, parts: tuple[str, ...]) -> datetime | None:
-    """When the file now at the key was first stored, if one is there: an overwrite keeps it."""
-    try:
-        parent = fsops.open_parent(bucket_fd, parts, create=False)
-    except OSError:
-        return None
-    try:
-        record = fsops.current(parent, parts[-1]).record
-    except OSError:
-        return None
-    finally:
-        os.close(parent)
-    return record.created_at if record is not None else None
 
 
 class BlobReader:
@@ -88,11 +72,14 @@ class Upload:
         *,
         limits: Limits = NONE,
         md5: bool = False,
+        created: datetime | None = None,
     ) -> None:
         self._store = store
         self._limits = limits
         self._bucket = bucket
         self._parts = parts
+        self._created = created  # when the file at the key was first stored, as begin saw it
+        self._placing: tuple[int, FileRecord, Precondition | None] | None = None  # set by commit
         self._lock = threading.Lock()
         self._hash = hashlib.sha256()
         self._md5 = hashlib.md5() if md5 else None
@@ -188,48 +175,36 @@ class Upload:
             sha256=copied.sha256 if copied is not None else self._hash.hexdigest(),
             md5=copied.md5 if copied is not None else md5,
             metadata=dict(metadata or {}),
-            created_at=_first_stored(self._bucket_fd, self._parts) or when,
+            created_at=self._created or when,
             updated_at=when,
         )
 
     def _commit(self, fd: int, record: FileRecord, precondition: Precondition | None) -> FileRecord:
         store, bucket_fd = self._store, self._bucket_fd
         assert bucket_fd is not None
-        # Metadata and bytes are made durable once, here, outside every lock; _place writes them
-        # again only if a racing writer changed the key's creation date meanwhile.
+        # Metadata and bytes are made durable here, in this thread, outside every lock (the
+        # kernel groups concurrent fsyncs); the rename and the folder's fsync are shared with the
+        # uploads committing at the same time (fs/commit.py).
         with os_errors("the upload"):
             os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
             if store.fsync:
                 os.fsync(fd)
-        # The shared bucket lock keeps delete_bucket out; the check turns an upload into a bucket
-        # deleted (or deleted and recreated) meanwhile into a 404.
-        with store.locking(bucket_fd, self._bucket, exclusive=False):
-            for _attempt in range(COMMIT_ATTEMPTS):
-                try:
-                    with os_errors("the key"):
-                        parent = fsops.open_parent(bucket_fd, self._parts, create=True, fsync=store.fsync)
-                except FileNotFoundError:
-                    continue  # a concurrent delete pruned a folder on the way: make it again
-                try:
-                    with os_errors("the key"), store.mutating(self._bucket):
-                        record = self._place(fd, parent, record, precondition)
-                    if store.fsync:
-                        os.fsync(parent)
-                    return record
-                except FileNotFoundError:
-                    if self._temp is None:
-                        raise
-                    continue  # the folder was pruned between open and rename: make it again
-                except FileExistsError:
-                    continue  # a file appeared where none was: check again
-                finally:
-                    os.close(parent)
-        raise Conflict("the key's folder kept changing under concurrent writes; try again")
+        self._placing = (fd, record, precondition)
+        return store.committer.commit(self._bucket, bucket_fd, self)
 
-    def _place(
-        self, fd: int, parent: int, record: FileRecord, precondition: Precondition | None
-    ) -> FileRecord:
-        """Under the bucket's mutation lock: check the key's current state and rename into place."""
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self._parts
+
+    @property
+    def pending(self) -> bool:
+        return self._temp is not None
+
+    def place(self, parent: int) -> tuple[FileRecord, int, int]:
+        """Check the key's current state and rename into place; only with the bucket's mutation
+        lock held (fs/commit.py calls it). Returns the record and the counters' changes."""
+        assert self._placing is not None
+        fd, record, precondition = self._placing
         store, leaf = self._store, self._parts[-1]
         current = fsops.current(parent, leaf)
         if current.folder:
@@ -238,6 +213,7 @@ class Upload:
             precondition(current.record)
         created = current.record.created_at if current.record is not None else record.updated_at
         if record.created_at != created:
+            # A racing writer changed the key's creation date since begin: write it again.
             record = record.model_copy(update={"created_at": created})
             os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
             if store.fsync:
@@ -248,9 +224,7 @@ class Upload:
         else:
             fsops.rename_noreplace(self._temp, parent, leaf)
         self._temp = None
-        assert self._bucket_fd is not None
-        fsops.count(self._bucket_fd, 0 if current.counted else 1, record.size - current.size)
-        return record
+        return record, 0 if current.counted else 1, record.size - current.size
 
     def _discard(self) -> None:
         for attr in ("_fd", "_bucket_fd"):

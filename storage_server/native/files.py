@@ -32,38 +32,20 @@ from .bodies import (
 from .conditional import Conditions, RangeNotSatisfiable, byte_range, etag, last_modified
 from .digests import Checks
 from .errors import ApiError, api_error
+from .filedocs import FILE_OPS
 from .guard import create_only
 from .models import File, UploadResult
-from .verify import DESCRIPTION, VALUES, Verifier, open_for_download, read, report_damage, wants_verify
-from .zerocopy import OnDisk, send_file
+from .verify import Verifier, open_for_download, read, report_damage, wants_verify
+from .zerocopy import on_disk, send_file
 
 log = logging.getLogger("storage_server")
 NO_LIMIT = 1 << 62
 DRAIN_LIMIT = 1 << 20  # bytes of body read before an early error is answered
 READ_AHEAD = 1 << 20  # bytes read from disk per trip to a thread while downloading
 READ_ATTEMPTS = 3  # opens of a file that keeps being replaced between its look and its read
-CONDITIONAL = {
-    "If-Match": "412 unless the current file has one of these ETags (`*`: any file)",
-    "If-None-Match": "uploads: `*` means create only, 412 if the file exists; reads: 304 on a match",
-    "If-Modified-Since": "reads: 304 if not modified since",
-    "If-Unmodified-Since": "412 if modified since",
-}
-UPLOAD_NOTES = """Optional headers (a mismatch is 400 `bad_digest` and stores nothing, a malformed
-value 400 `invalid_digest`):
-
-- `X-Filename`: the original file name, percent-encoded UTF-8 (raw bodies)
-- `Content-MD5`: base64 MD5 of the request body
-- `Content-Digest`: RFC 9530 digest of the request body, e.g. `sha-256=:base64:`
-- `Repr-Digest`: RFC 9530 digest of the stored file, e.g. `sha-256=:base64:`
-- `X-Checksum-SHA256`: hex SHA-256 of the stored file
-"""
-READ_HEADERS = {
-    **CONDITIONAL,
-    "Range": "bytes=a-b, a- or -n: 206 with those bytes",
-    "If-Range": "ETag or date",
-    "X-Verify": DESCRIPTION,
-}
-DAMAGED_NOTE = "A file marked damaged (see `GET /api/v1/damaged`) is answered 409 `damaged`."
+# A body declared this small is held on the loop and written with the commit: one thread hop
+# for the bytes, the check and the commit, instead of one per chunk and two more at the end.
+SMALL_BODY = 64 * 1024
 
 
 def repr_digest(record: FileRecord) -> str:
@@ -74,45 +56,14 @@ def repr_digest(record: FileRecord) -> str:
 class FileHandler(BaseHandler):
     """Upload (POST, PUT), download (GET, HEAD) and delete (DELETE) one file."""
 
-    ops: ClassVar[dict[str, Op]] = {
-        "post": Op(
-            "Upload a file: a multipart part named `file`, or the raw body",
-            ok=201,
-            body="file",
-            response=UploadResult,
-            errors=(400, 404, 409, 412, 413, 415, 507),
-            headers=CONDITIONAL,
-            notes=UPLOAD_NOTES,
-        ),
-        "get": Op(
-            "Download a file, streamed",
-            response="file",
-            errors=(400, 404, 409, 412, 416),
-            also={206: "Partial content (Range)", 304: "Not modified"},
-            headers=READ_HEADERS,
-            header_values={"X-Verify": VALUES},
-            notes=DAMAGED_NOTE,
-        ),
-        "head": Op(
-            "The download's headers, without the body",
-            errors=(400, 404, 409, 412, 416),
-            also={304: "Not modified"},
-            notes=DAMAGED_NOTE,
-        ),
-        "delete": Op(
-            "Delete a file (204 also when it was already gone)",
-            ok=204,
-            errors=(400, 404, 412),
-            headers=CONDITIONAL,
-        ),
-    }
-    ops["put"] = ops["post"]
+    ops: ClassVar[dict[str, Op]] = FILE_OPS
 
     upload: Upload | None = None
     body: RawBody | MultipartBody | None = None
     checks: Checks | None = None
     early_error: ApiError | None = None
     _stall: asyncio.TimerHandle | None = None
+    held: list[bytes] | None = None  # a small body's chunks, fed to the upload at commit
 
     async def prepare(self) -> None:
         self.conditions = Conditions.from_headers(self.request.headers)
@@ -159,6 +110,8 @@ class FileHandler(BaseHandler):
         )
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length, self.checks)
+        if length is not None and length <= SMALL_BODY:
+            self.held = []
 
     @property
     def precondition(self) -> Precondition | None:
@@ -201,6 +154,9 @@ class FileHandler(BaseHandler):
         try:
             if limit is not None and self.bytes_in > limit:
                 raise ApiError("payload_too_large", f"uploads are limited to {limit} bytes")
+            if self.held is not None:  # Content-Length framing keeps it within SMALL_BODY
+                self.held.append(chunk)
+                return
             await self.call(self.body.feed, chunk)
             self.last_data = IOLoop.current().time()
         except Exception as exc:
@@ -250,20 +206,22 @@ class FileHandler(BaseHandler):
         self.send_json(UploadResult(file=File.of(record)), 201)
 
     async def _commit(self, upload: Upload, body: RawBody | MultipartBody, key: str) -> FileRecord:
-        part = await self.call(body.finish)
-        with client_errors():
+        held, self.held = self.held or [], None
+        declared = self.request.headers.get("Content-Type")
+        precondition = self.precondition
+
+        def finish_and_commit() -> FileRecord:  # in a worker thread: one hop for all of it
+            for chunk in held:
+                body.feed(chunk)
+            part = body.finish()
             if self.checks is not None:
                 self.checks.verify(upload.sha256())
             name = check_filename(part.filename) or self.filename or key.rsplit("/", 1)[-1]
-            declared = (
-                part.content_type
-                if isinstance(body, MultipartBody)
-                else self.request.headers.get("Content-Type")
-            )
-            content_type = resolve_content_type(check_content_type(declared), name)
-        return await self.call(
-            upload.commit, content_type=content_type, name=name, precondition=self.precondition
-        )
+            given = part.content_type if isinstance(body, MultipartBody) else declared
+            content_type = resolve_content_type(check_content_type(given), name)
+            return upload.commit(content_type=content_type, name=name, precondition=precondition)
+
+        return await self.call(finish_and_commit)
 
     put = post
 
@@ -343,16 +301,12 @@ class FileHandler(BaseHandler):
         last chunk goes out only if every byte matched the record."""
         chunk_size = self.config.chunk_size
         try:
-            if (
-                verifier is None
-                and self.config.sendfile
-                and isinstance(reader, OnDisk)
-                and length > len(head)
-            ):
+            local = on_disk(reader) if verifier is None and self.config.sendfile else None
+            if local is not None and length > len(head):
                 await self._write(head)
                 await self.flush()  # the headers, when there was no head to send
                 self.bytes_out += await send_file(
-                    self.connection, reader.fileno(), reader.offset, length - len(head)
+                    self.connection, local.fileno(), local.offset, length - len(head)
                 )
                 return
             block = head
