@@ -35,7 +35,7 @@ test: lint system-deps
 
 # The fault tests at full strength (200 kill -9 trials, 1,000 overwrites, ...); prints the figures.
 torture: install
-	TORTURE=full $(BIN)/pytest -s -q tests/test_torture.py
+	TORTURE=full $(BIN)/pytest -s -q tests/test_torture.py tests/test_group_commit.py
 
 # storage_server against nginx, side by side (README "Performance"); raw results in bench-results.json.
 bench: install
