@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -153,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     # Returns only in a worker; a worker that dies is replaced at once, up to MAX_RESTARTS times
     # over the supervisor's life (Tornado's default, 100, is too few for a long-lived service;
     # past it the supervisor exits and systemd restarts the whole service).
+    # The workers share the supervisor's imported modules copy-on-write: frozen, those objects are
+    # left out of every collection, which would otherwise write to (and so copy) their pages.
+    gc.collect()
+    gc.freeze()
     fork_processes(config.workers, max_restarts=MAX_RESTARTS)
     uvloop.run(serve(config, Supervisor.keys))
 

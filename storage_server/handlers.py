@@ -16,7 +16,6 @@ from tornado.web import Application, RequestHandler, StaticFileHandler
 from . import __version__, telemetry
 from .auth import signing
 from .auth.keyring import Access, Keyring
-from .native import openapi
 from .native.base import BaseHandler, Op, client_errors
 from .native.conditional import Conditions
 from .native.docs import DocsHandler, swagger_assets
@@ -300,10 +299,15 @@ class DamagedHandler(BaseHandler):
 
 class OpenAPIHandler(BaseHandler):
     ops: ClassVar[dict[str, Op]] = {"get": Op("This document")}
+    document: ClassVar[bytes] = b""
 
     def get(self) -> None:
+        if not self.document:  # made on the first request: a worker does not pay its memory at start
+            from .native import openapi
+
+            OpenAPIHandler.document = json.dumps(openapi.document(ROUTES, ACCESS)).encode()
         self.set_header("Content-Type", "application/json")
-        self.finish(self.application.settings["openapi"])
+        self.finish(self.document)
 
 
 class MetricsHandler(BaseHandler):
@@ -392,6 +396,5 @@ def make_app(
         in_flight=in_flight,
         keyring=keyring if keyring is not None else Keyring.load(config.keys_file),
         clock=clock,
-        openapi=json.dumps(openapi.document(ROUTES, ACCESS)).encode(),
         log_function=lambda handler: telemetry.record(handler, config.access_log),
     )

@@ -18,7 +18,6 @@ from .auth.keyring import Keyring, KeysFileError
 from .backends import open_store, threads_for
 from .handlers import make_app
 from .notify import notify
-from .s3api.app import make_s3_app
 from .settings import Settings
 from .store.contract import Store
 from .store.errors import StorageError
@@ -47,6 +46,8 @@ def make_server(config: Settings, store: Store, keyring: Keyring | None = None) 
 
 def make_s3_server(config: Settings, store: Store, keyring: Keyring) -> HTTPServer:
     """An HTTPServer for the S3 endpoint (docs/s3.md), with the same limits as the native one."""
+    from .s3api.app import make_s3_app  # only when the endpoint is on: a worker without it saves the memory
+
     return HTTPServer(
         make_s3_app(config, store, keyring),
         idle_connection_timeout=config.idle_timeout,

@@ -1,0 +1,175 @@
+"""Idle memory of the whole process group, storage_server against nginx (docs/performance.md).
+
+    python benchmarks/idle.py               # 2 workers each, defaults, a fresh temp storage path
+    python benchmarks/idle.py --json out.json
+
+Starts `run.py` (supervisor and 2 workers, default settings) and nginx (master and 2 workers) on
+free 127.0.0.1 ports, waits until both answer, lets them settle, and prints the RSS and PSS summed
+over each group. PSS splits a page shared by N processes N ways, so it is the fairer sum for forked
+workers that share pages copy-on-write. Target: the group's RSS at most 4 x nginx's.
+
+From another script: `idle_memory()` starts both and returns both groups' figures and the ratios;
+`measure_group(pids)` measures any set of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from run import children  # noqa: E402
+from tests.service import free_port  # noqa: E402
+
+MiB = 1 << 20
+TARGET = 4.0  # the group's RSS at most this many times nginx's
+SETTLE = 2.0  # seconds both servers sit idle before they are measured
+
+
+def _kib(path: Path, field: str) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(f"{field} not in {path}")
+
+
+def measure_group(pids: list[int]) -> dict[str, float]:
+    """The RSS and PSS (from /proc/<pid>/smaps_rollup) summed over `pids`, in MiB."""
+    rss = pss = 0
+    for pid in pids:
+        rollup = Path(f"/proc/{pid}/smaps_rollup")
+        rss += _kib(rollup, "Rss")
+        pss += _kib(rollup, "Pss")
+    return {"processes": len(pids), "rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1)}
+
+
+def group(pid: int) -> list[int]:
+    """`pid` and its children: a supervisor (or nginx's master) and its workers."""
+    return [pid, *sorted(children(pid))]
+
+
+class IdleStorage:
+    """run.py as `make run` starts it (defaults but port, path and worker count), until stopped."""
+
+    def __init__(self, data: Path, workers: int) -> None:
+        self.port = free_port()
+        self.workers = workers
+        args = ["--workers", str(workers), "--port", str(self.port), "--path", str(data)]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("STORAGE_")},
+        )
+
+    def wait(self, timeout: float = 30) -> None:
+        """Return once /api/v1/health answers 200 and every worker is forked."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"run.py exited with {self.proc.returncode}")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/api/v1/health")
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200 and len(children(self.proc.pid)) == self.workers:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("storage_server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def storage_idle(tmp: Path, workers: int = 2, settle: float = SETTLE) -> dict[str, float]:
+    """Start storage_server in `tmp`, let it sit idle, and measure its whole group."""
+    server = IdleStorage(tmp / "storage", workers)
+    try:
+        server.wait()
+        time.sleep(settle)
+        return measure_group(group(server.proc.pid))
+    finally:
+        server.stop()
+
+
+def nginx_idle(tmp: Path, workers: int = 2, settle: float = SETTLE) -> dict[str, float]:
+    """Start nginx (installed from Debian's packages when missing) in `tmp`, and measure it idle."""
+    from benchmarks.bench import Nginx, ensure_tools  # here, so that bench.py may import this module
+
+    ensure_tools()
+    server = Nginx(tmp, workers)
+    try:
+        time.sleep(settle)
+        return measure_group(group(server.proc.pid))
+    finally:
+        server.stop()
+
+
+def idle_memory(workers: int = 2, settle: float = SETTLE) -> dict[str, Any]:
+    """Both servers' idle groups, one after the other, and the ratios of storage_server to nginx:
+    {"storage_server": {...}, "nginx": {...}, "rss_ratio", "pss_ratio", "target", "met"}."""
+    with tempfile.TemporaryDirectory(prefix="idle-") as tmp:
+        ours = storage_idle(Path(tmp), workers, settle)
+        theirs = nginx_idle(Path(tmp), workers, settle)
+    rss_ratio = ours["rss_mib"] / theirs["rss_mib"]
+    return {
+        "storage_server": ours,
+        "nginx": theirs,
+        "rss_ratio": round(rss_ratio, 2),
+        "pss_ratio": round(ours["pss_mib"] / theirs["pss_mib"], 2),
+        "target": f"<= {TARGET:g} x nginx",
+        "met": rss_ratio <= TARGET,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    ours, theirs = result["storage_server"], result["nginx"]
+    verdict = "met" if result["met"] else "NOT met"
+    return "\n".join(
+        [
+            "| idle, whole group | storage_server | nginx | ratio | target |  |",
+            "|---|---|---|---|---|---|",
+            f"| RSS MiB | {ours['rss_mib']} | {theirs['rss_mib']} | {result['rss_ratio']} "
+            f"| {result['target']} | {verdict} |",
+            f"| PSS MiB | {ours['pss_mib']} | {theirs['pss_mib']} | {result['pss_ratio']} | (report) |  |",
+            f"| processes | {ours['processes']} | {theirs['processes']} |  |  |  |",
+        ]
+    )
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--settle", type=float, default=SETTLE, help="seconds idle before measuring")
+    parser.add_argument("--json", type=Path, help="write the figures there too")
+    args = parser.parse_args(argv)
+    result = idle_memory(args.workers, args.settle)
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
