@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install scrub torture system-deps bench bench-backends seaweedfs test-ceph
+.PHONY: run test lint install scrub torture system-deps bench bench-mixed bench-backends seaweedfs test-ceph
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ torture: install
 # storage_server against nginx, side by side (README "Performance"); raw results in bench-results.json.
 bench: install
 	$(BIN)/python benchmarks/bench.py --json bench-results.json
+
+# The locust full mix (50 users, 2 minutes) with fsync on and off: p50/p95/p99 per request type
+# (docs/performance.md "Mixed load"); raw results in bench-mixed.json.
+bench-mixed: install
+	$(BIN)/python benchmarks/mixed.py --json bench-mixed.json
 
 # One node on each backend, side by side (README "Scaling out"); raw results in bench-backends.json.
 bench-backends: install
