@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.servers import process_group, status_kib  # noqa: E402
 from run import children  # noqa: E402
 from tests.service import free_port  # noqa: E402
 
@@ -37,26 +38,11 @@ TARGET = 4.0  # the group's RSS at most this many times nginx's
 SETTLE = 2.0  # seconds both servers sit idle before they are measured
 
 
-def _kib(path: Path, field: str) -> int:
-    for line in path.read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(f"{field} not in {path}")
-
-
 def measure_group(pids: list[int]) -> dict[str, float]:
     """The RSS and PSS (from /proc/<pid>/smaps_rollup) summed over `pids`, in MiB."""
-    rss = pss = 0
-    for pid in pids:
-        rollup = Path(f"/proc/{pid}/smaps_rollup")
-        rss += _kib(rollup, "Rss")
-        pss += _kib(rollup, "Pss")
+    rss = sum(status_kib(pid, "Rss", "smaps_rollup") for pid in pids)
+    pss = sum(status_kib(pid, "Pss", "smaps_rollup") for pid in pids)
     return {"processes": len(pids), "rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1)}
-
-
-def group(pid: int) -> list[int]:
-    """`pid` and its children: a supervisor (or nginx's master) and its workers."""
-    return [pid, *sorted(children(pid))]
 
 
 class IdleStorage:
@@ -106,7 +92,7 @@ def storage_idle(tmp: Path, workers: int = 2, settle: float = SETTLE) -> dict[st
     try:
         server.wait()
         time.sleep(settle)
-        return measure_group(group(server.proc.pid))
+        return measure_group(process_group(server.proc.pid))
     finally:
         server.stop()
 
@@ -119,7 +105,7 @@ def nginx_idle(tmp: Path, workers: int = 2, settle: float = SETTLE) -> dict[str,
     server = Nginx(tmp, workers)
     try:
         time.sleep(settle)
-        return measure_group(group(server.proc.pid))
+        return measure_group(process_group(server.proc.pid))
     finally:
         server.stop()
 

@@ -216,13 +216,12 @@ def idle_group_memory(server: Server, settle: float = 10.0) -> dict[str, float]:
     """RSS (VmRSS) and PSS (smaps_rollup) summed over the server's whole group, in MiB, once it is
     idle: all workers up and the sum steady over half a second (at most `settle` seconds).
 
-    The one place idle memory is measured: benchmarks/idle.py's measure may replace it."""
+    Measured as benchmarks/idle.py measures it (its measure_group)."""
 
     def measure() -> dict[str, float]:
-        pids = process_group(server.proc.pid)
-        rss = sum(status_kib(pid, "VmRSS") for pid in pids)
-        pss = sum(status_kib(pid, "Pss", "smaps_rollup") for pid in pids)
-        return {"processes": len(pids), "rss_mib": rss / 1024, "pss_mib": pss / 1024}
+        from benchmarks.idle import measure_group  # idle.py imports this module
+
+        return measure_group(process_group(server.proc.pid))
 
     deadline = time.monotonic() + settle
     last = measure()
