@@ -224,10 +224,21 @@ class BlobStore(Integrity, Staging):
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise FileNotFound(bucket, key)
-            return BlobReader(fd, fsops.file_record(fd, info, bucket, "/".join(parts)))
+            record = fsops.file_record(fd, info, bucket, "/".join(parts))
+            self.cached.remember(info, record)
+            return BlobReader(fd, record)
         except BaseException:
             os.close(fd)
             raise
+
+    def open_cached(self, bucket: str, key: str, *, head: int) -> tuple[BlobReader, bytes] | None:
+        """Open a hot file and read its first `head` bytes without waiting, or None (fs/cached.py)."""
+        found = self.cached.open(validate_bucket_name(bucket), validate_key(key), head)
+        if found is None:
+            return None
+        reader = BlobReader(found[0], found[1])
+        reader.offset = len(found[2])
+        return reader, found[2]
 
     def delete_file(self, bucket: str, key: str, *, precondition: Precondition | None = None) -> bool:
         """Delete a file and the folders it leaves empty; return False if there was none.

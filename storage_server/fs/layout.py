@@ -22,6 +22,7 @@ from ..store.errors import BucketNotFound, InsufficientStorage, Unavailable
 from ..store.keys import validate_bucket_name
 from ..store.localdisk import is_locked, open_locked
 from . import ops
+from .cached import CachedOpens
 from .commit import Committer
 
 INTERNAL_DIR = ".storage-server"  # a bucket name cannot start with "."
@@ -45,6 +46,7 @@ class Layout:
         self.scrub_state = internal / "scrub.json"
         self._alive: int | None = None
         self.committer = Committer(self)  # uploads that commit together share locks and flushes
+        self.cached = CachedOpens(str(self.root))  # opens of hot files from the event loop
 
     def prepare(self) -> None:
         """Create the root and internal folders and check that the filesystem has what the store

@@ -35,7 +35,7 @@ from .errors import ApiError, api_error
 from .filedocs import FILE_OPS
 from .guard import create_only
 from .models import File, UploadResult
-from .verify import Verifier, open_for_download, read, report_damage, wants_verify
+from .verify import Verifier, open_for_download, open_hot, read, report_damage, wants_verify
 from .zerocopy import on_disk, send_file
 
 log = logging.getLogger("storage_server")
@@ -251,9 +251,12 @@ class FileHandler(BaseHandler):
         # A whole GET reads its first chunk along with the open: a small file costs one thread hop.
         whole = with_body and "Range" not in self.request.headers
         verify = wants_verify(self.request.headers) and whole
-        reader, head = await self.call(
-            open_for_download, self.store, bucket, key, self.config.chunk_size if whole else 0, verify
-        )
+        first = self.config.chunk_size if whole else 0
+        with client_errors():  # a hot file, when not verified, is opened here: no thread hop
+            opened = None if verify else open_hot(self.store, bucket, key, first)
+        if opened is None:
+            opened = await self.call(open_for_download, self.store, bucket, key, first, verify)
+        reader, head = opened
         try:
             record = reader.record
             self.set_header("ETag", etag(record))

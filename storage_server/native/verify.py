@@ -57,6 +57,16 @@ class Verifier:
         return not self.record.sha256 or self.found() == self.record.sha256
 
 
+def open_hot(store: Store, bucket: str, key: str, head: int) -> tuple[Reader, bytes] | None:
+    """open_for_download on the event loop, for a file the store can open and read without
+    waiting (store.open_cached); None otherwise. Raises Damaged, InvalidKey, InvalidName."""
+    opened = store.open_cached(bucket, key, head=head)
+    if opened is not None and opened[0].record.damaged is not None:
+        opened[0].close()
+        raise Damaged(bucket, key)
+    return opened
+
+
 def open_for_download(store: Store, bucket: str, key: str, head: int, verify: bool) -> tuple[Reader, bytes]:
     """Open a file and read its first `head` bytes, in one trip to a thread. Raise Damaged when
     the file is marked damaged, or when `verify`, those bytes are the whole file and do not match

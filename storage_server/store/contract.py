@@ -164,6 +164,11 @@ class Files(Protocol):
         it whole from the start, so a backend may start fetching its bytes with the open. A file
         marked damaged opens all the same: its record's `damaged` says so."""
 
+    def open_cached(self, bucket: str, key: str, *, head: int) -> tuple[Reader, bytes] | None:
+        """What `open_file` and reading the first `head` bytes give, but only if it can be done
+        without waiting on a disk or the network (it is called on the event loop); None when it
+        cannot, and the caller calls `open_file` in a thread. Raises InvalidKey, InvalidName."""
+
     def delete_file(self, bucket: str, key: str, *, precondition: Precondition | None = None) -> bool:
         """Delete a file (a folder is left alone); return False if there was none. Raises
         PreconditionFailed."""
