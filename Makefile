@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install scrub torture system-deps bench bench-mixed bench-backends seaweedfs test-ceph
+.PHONY: run test lint install scrub torture system-deps bench bench-mixed bench-backends bench-engine seaweedfs test-ceph
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-mixed: install
 # One node on each backend, side by side (README "Scaling out"); raw results in bench-backends.json.
 bench-backends: install
 	$(BIN)/python benchmarks/backends.py --json bench-backends.json
+
+# One node on the S3 backend next to its engine through botocore (docs/scaling-out.md); raw
+# results in bench-engine.json.
+bench-engine: install
+	$(BIN)/python benchmarks/engine.py --json bench-engine.json
 
 # The SeaweedFS cluster of the tests (3 masters, 3 volume servers, 2 filers with S3) on 127.0.0.1,
 # in ./seaweedfs, until Ctrl-C; prints each node's STORAGE_* settings.

@@ -1,12 +1,17 @@
-"""What only the S3 backend has: its requests to the engine, multipart uploads and their
-clean-up, a bucket deleted under an upload, the sweep, and an engine that is down or refuses us."""
+"""What only the S3 backend has: its requests to the engine, multipart uploads (their parts sent a
+few at a time) and their clean-up, a bucket deleted under an upload, the sweep, and an engine that
+is down or refuses us."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,14 +21,16 @@ from botocore.exceptions import EndpointConnectionError
 
 from storage_server.backends import open_store
 from storage_server.s3 import client as s3client
+from storage_server.s3 import staging
 from storage_server.s3 import sweep as s3sweep
 from storage_server.s3.store import S3Store
 from storage_server.settings import Settings
-from storage_server.store.errors import BucketNotFound, Unavailable
+from storage_server.store.errors import BucketNotFound, StorageError, Unavailable
 from tests.conftest import Api, body_json
+from tests.s3env import wait_until
 from tests.seaweed import SeaweedFS, s3_env, s3_settings
 from tests.service import MiB, Service, free_port
-from tests.stored import contents, temp_files
+from tests.stored import contents, stored, temp_files
 
 
 @pytest.fixture
@@ -269,3 +276,150 @@ def test_the_scrub_lease_has_one_holder_and_a_holder_taken_over_loses_it(
     again = s3.lock_scrub()
     assert again is not None
     again.release()
+
+
+class PartsWatch:
+    """UploadPart calls under way (botocore's before-call and after-call events): how many at
+    most, how many in all, and the most part files the spool held as one began. Each call first
+    sleeps `delay`, or waits for `hold` when given (a slow engine)."""
+
+    def __init__(self, s3: S3Store, delay: float = 0.0, hold: threading.Event | None = None) -> None:
+        self.s3, self.delay, self.hold = s3, delay, hold
+        self.lock = threading.Lock()
+        self.now = self.peak = self.calls = self.files_peak = 0
+
+    def before(self, **_kwargs: Any) -> None:
+        with self.lock:
+            self.now += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.now)
+            self.files_peak = max(self.files_peak, len(os.listdir(self.s3.spool.folder)))
+        if self.hold is not None:
+            self.hold.wait(10)
+        else:
+            time.sleep(self.delay)
+
+    def after(self, **_kwargs: Any) -> None:
+        with self.lock:
+            self.now -= 1
+
+    def __enter__(self) -> PartsWatch:
+        self.s3.client.meta.events.register("before-call.s3.UploadPart", self.before)
+        self.s3.client.meta.events.register("after-call.s3.UploadPart", self.after)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.s3.client.meta.events.unregister("before-call.s3.UploadPart", self.before)
+        self.s3.client.meta.events.unregister("after-call.s3.UploadPart", self.after)
+
+
+PART = 5 * MiB  # the smallest part S3 allows (but the last)
+
+
+@pytest.fixture
+def small_parts(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    monkeypatch.setattr(s3.spool, "part_size", PART)
+    return s3
+
+
+def test_parts_go_out_a_few_at_a_time_and_the_file_arrives_whole(small_parts: S3Store) -> None:
+    s3, most = small_parts, staging.PARTS_IN_FLIGHT
+    data = os.urandom(9 * PART + 12345)  # ten parts, each of its own bytes
+    with PartsWatch(s3, delay=0.3) as watch:
+        upload = s3.begin_upload("photos", "big.bin")
+        for start in range(0, len(data), MiB):
+            upload.write(data[start : start + MiB])
+        record = upload.commit(content_type="application/octet-stream", name="big.bin")
+    assert (watch.calls, watch.peak) == (10, most)  # in parallel, and never more than allowed
+    assert watch.files_peak <= most + 1  # the parts under way and the one being filled
+    assert (record.size, record.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert stored(s3, "photos", "big.bin") == data
+    assert temp_files(s3) == []
+
+
+def test_a_write_waits_while_the_parts_in_flight_are_full(small_parts: S3Store) -> None:
+    s3, most = small_parts, staging.PARTS_IN_FLIGHT
+    accepted: list[int] = []
+    upload = s3.begin_upload("photos", "held.bin")
+
+    def client() -> None:
+        for n in range(most + 2):
+            upload.write(bytes([n]) * PART)
+            accepted.append(n)
+
+    with PartsWatch(s3, hold=threading.Event()) as watch:
+        writer = threading.Thread(target=client)
+        writer.start()
+        wait_until(lambda: watch.now == most)
+        time.sleep(0.5)
+        assert writer.is_alive()  # the write of the next full part waits for a free slot
+        assert len(accepted) == most
+        assert watch.hold is not None
+        watch.hold.set()
+        writer.join(30)
+    assert len(accepted) == most + 2
+    record = upload.commit(content_type="application/octet-stream", name="held.bin")
+    data = b"".join(bytes([n]) * PART for n in range(most + 2))
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored(s3, "photos", "held.bin") == data
+    assert temp_files(s3) == []
+
+
+@pytest.mark.parametrize("failing", [2, 6])  # one while the body streams in, the last at the commit
+def test_a_part_that_fails_fails_the_upload_and_leaves_no_multipart_upload(
+    small_parts: S3Store, failing: int
+) -> None:
+    s3, calls = small_parts, []
+
+    def refuse(**_kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == failing:
+            raise EndpointConnectionError(endpoint_url=s3.client.meta.endpoint_url)
+
+    upload = s3.begin_upload("photos", "failed.bin")
+
+    def send() -> None:  # the error comes at a later write, or at the commit
+        for _ in range(11):  # five parts and a half
+            upload.write(os.urandom(PART // 2))
+        upload.commit(content_type="application/octet-stream", name="failed.bin")
+
+    s3.client.meta.events.register("before-call.s3.UploadPart", refuse)
+    try:
+        with pytest.raises(StorageError):
+            send()
+    finally:
+        s3.client.meta.events.unregister("before-call.s3.UploadPart", refuse)
+    assert s3.client.list_multipart_uploads(Bucket=s3.bucket, Prefix=s3.prefix).get("Uploads", []) == []
+    assert temp_files(s3) == []
+    assert contents(s3, "photos") == []
+    with pytest.raises(StorageError):
+        upload.write(b"more")
+
+
+def test_abort_with_parts_in_flight_waits_for_them_and_leaves_nothing(
+    small_parts: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3, most = small_parts, staging.PARTS_IN_FLIGHT
+    pool = ThreadPoolExecutor(2)  # two parts under way, the others queued behind them
+    monkeypatch.setattr(staging, "PARTS", pool)
+    upload = s3.begin_upload("photos", "aborted.bin")
+    with PartsWatch(s3, hold=threading.Event()) as watch:
+        for n in range(most):
+            upload.write(bytes([n]) * PART)
+        wait_until(lambda: watch.now == 2)
+        assert len(os.listdir(s3.spool.folder)) == most + 1
+        aborting = threading.Thread(target=upload.abort)
+        aborting.start()
+        time.sleep(0.5)
+        assert aborting.is_alive()  # waits for the parts under way: none may land after the abort
+        assert watch.hold is not None
+        watch.hold.set()
+        aborting.join(30)
+        assert not aborting.is_alive()
+    pool.shutdown()
+    assert watch.calls == 2  # the queued parts were never sent
+    assert temp_files(s3) == []
+    with pytest.raises(StorageError):
+        upload.write(b"more")

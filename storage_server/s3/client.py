@@ -21,7 +21,8 @@ from ..store.records import FileRecord
 from . import THREADS
 
 MAX_COPY = 5 * 1024**3  # the largest object one CopyObject may copy
-POOL = THREADS  # HTTP connections per worker: one per thread that may be talking to the engine
+PART_THREADS = 16  # threads per worker sending upload parts (staging.PARTS), shared by its uploads
+POOL = THREADS + PART_THREADS  # HTTP connections per worker: one per thread that may talk to the engine
 USER = "u-"  # x-amz-meta- names of user metadata start with this (the rest are the record's)
 
 

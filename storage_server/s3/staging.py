@@ -1,8 +1,8 @@
 """The S3 store's two open objects: an S3Reader streams a stored object out with ranged GETs; an
-S3Upload spools bytes to a local file one part at a time (memory stays flat at any size) and sends
-them: up to one part as a single PUT, beyond as a multipart upload into a staging key, copied
-inside the engine to its key with the metadata (the sha256 is known only at the end, and an
-object's metadata cannot change once written)."""
+S3Upload spools bytes to local files one part at a time and sends them: up to one part as a single
+PUT, beyond as a multipart upload into a staging key, PARTS_IN_FLIGHT parts at a time (so memory
+and spool stay flat at any size), copied inside the engine to its key with the metadata (the
+sha256 is known only at the end, and an object's metadata cannot change once written)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,11 +26,18 @@ from .objects import Objects
 
 MAX_PART = 64 * 1024 * 1024
 BIG_PARTS_FROM = 5000  # parts after this many grow to MAX_PART (S3 allows 10,000 parts)
+# Parts of one upload on their way at once: the writer waits while that many are, so an upload
+# holds at most PARTS_IN_FLIGHT + 1 part files. A few suffice to keep the engine busy.
+PARTS_IN_FLIGHT = 4
+PARTS = ThreadPoolExecutor(s3client.PART_THREADS, thread_name_prefix="s3-part")  # shared by uploads
 
 
 class S3Upload:
     """One upload on its way to the engine; `commit` makes it visible, `abort` discards it.
-    Calls are serialized, so an `abort` on disconnect never runs under a `write`."""
+    Calls are serialized, so an `abort` on disconnect never runs under a `write`. Full parts go
+    out on PARTS while writes go on; a write waits while PARTS_IN_FLIGHT are under way (the
+    back-pressure a slow engine puts on the client), and a part that failed fails the next write
+    or the commit, the upload then discarded."""
 
     def __init__(
         self,
@@ -57,12 +65,15 @@ class S3Upload:
             self._path, self._fd = store.spool.open()
         self._staging: str | None = None  # with a multipart upload: its key,
         self._upload_id: str | None = None  # its id,
-        self._parts: list[dict[str, Any]] = []  # and the parts sent so far
+        self._parts: list[dict[str, Any]] = []  # the parts the engine took,
+        self._sending: dict[Future[dict[str, Any]], tuple[Path, int]] = {}  # those under way (files)
+        self._numbered = 0  # and how many parts were handed out
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append data, sending a part to the engine each time one is full."""
         with self._lock:
             fd = self._live_fd()
+            self._collect(until=PARTS_IN_FLIGHT)  # a part that failed meanwhile fails this write
             self._limits.check_size(self.size + memoryview(data).nbytes)
             self._hash.update(data)
             if self._md5 is not None:
@@ -144,7 +155,7 @@ class S3Upload:
         return record
 
     def _part_size(self) -> int:
-        return self._store.spool.part_size if len(self._parts) < BIG_PARTS_FROM else MAX_PART
+        return self._store.spool.part_size if self._numbered < BIG_PARTS_FROM else MAX_PART
 
     @contextlib.contextmanager
     def _part_file(self) -> Any:
@@ -155,38 +166,57 @@ class S3Upload:
             yield body
 
     def _send_part(self) -> None:
+        """Hand the full part file to PARTS (once fewer than PARTS_IN_FLIGHT are under way) and
+        start the next one."""
         store = self._store
-        with engine_errors():
-            if self._upload_id is None:
+        if self._upload_id is None:
+            with engine_errors():
                 self._staging = store.staging_key()
                 started = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._staging)
-                self._upload_id = started["UploadId"]
-            number = len(self._parts) + 1
-            body: BinaryIO
-            with self._part_file() as body:
-                sent = store.client.upload_part(
-                    Bucket=store.bucket,
-                    Key=self._staging,
-                    UploadId=self._upload_id,
-                    PartNumber=number,
-                    Body=body,
-                    ContentLength=self._spooled,
-                )
-        self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
-        os.ftruncate(self._live_fd(), 0)
+            self._upload_id = started["UploadId"]
+        self._collect(until=PARTS_IN_FLIGHT - 1)
+        assert self._path is not None
+        assert self._staging is not None
+        full = (self._path, self._live_fd())
+        with os_errors("the upload"):
+            self._path, self._fd = store.spool.open()
+        self._numbered += 1
+        sent = PARTS.submit(
+            _put_part, store, self._staging, self._upload_id, self._numbered, full, self._spooled
+        )
+        self._sending[sent] = full
         self._spooled = 0
 
+    def _collect(self, *, until: int) -> None:
+        """Take in the parts sent, waiting until at most `until` are under way; when one failed,
+        discard the upload and raise its error."""
+        while True:
+            done = [sent for sent in self._sending if sent.done()]
+            if not done and len(self._sending) <= until:
+                return
+            if not done:
+                done = list(wait(self._sending, return_when=FIRST_COMPLETED).done)
+            for sent in done:
+                del self._sending[sent]
+                error = sent.exception()
+                if error is not None:
+                    self._discard()
+                    raise error
+                self._parts.append(sent.result())
+
     def _complete(self) -> dict[str, str]:
-        """Send the last part and complete the multipart upload; its staged key and ETag."""
+        """Send the last part, wait for every part, and complete the multipart upload; its staged
+        key and ETag."""
         if self._spooled:
             self._send_part()
+        self._collect(until=0)
         store = self._store
         with engine_errors():
             done = store.client.complete_multipart_upload(
                 Bucket=store.bucket,
                 Key=self._staging,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
+                MultipartUpload={"Parts": sorted(self._parts, key=lambda part: part["PartNumber"])},
             )
         self._upload_id = None  # completed: nothing to abort, the staged object is removed instead
         assert self._staging is not None
@@ -198,7 +228,14 @@ class S3Upload:
         return self._fd
 
     def _discard(self) -> None:
-        """Close and remove the part file; abort the multipart upload or remove the staged object."""
+        """Drop the parts not yet started and wait for those under way (none may land after the
+        abort); close and remove the part file; abort the multipart upload or remove the staged
+        object."""
+        for sent, spooled in self._sending.items():
+            if sent.cancel():
+                _remove(*spooled)
+        wait(self._sending)
+        self._sending.clear()
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
@@ -213,6 +250,34 @@ class S3Upload:
                 store.client.abort_multipart_upload(Bucket=store.bucket, Key=staging, UploadId=upload_id)
             elif staging is not None:
                 store.client.delete_object(Bucket=store.bucket, Key=staging)
+
+
+def _put_part(
+    store: Objects, key: str, upload_id: str, number: int, spooled: tuple[Path, int], size: int
+) -> dict[str, Any]:
+    """Send a part file (its path and fd, which this takes over and removes) as part `number`;
+    the part's entry for CompleteMultipartUpload."""
+    try:
+        body: BinaryIO
+        with os.fdopen(spooled[1], "rb", closefd=False) as body, engine_errors():
+            sent = store.client.upload_part(
+                Bucket=store.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentLength=size,
+            )
+        return {"ETag": sent["ETag"], "PartNumber": number}
+    finally:
+        _remove(*spooled)
+
+
+def _remove(path: Path, fd: int) -> None:
+    """Remove a part file, then close it (its flock keeps the spool's sweep off until it is gone)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.close(fd)
 
 
 class S3Reader:
