@@ -15,7 +15,6 @@ from tornado.iostream import IOStream, StreamClosedError
 
 GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN)
 STEP = 4 * 1024 * 1024  # most bytes one sendfile call may send
-WAIT_CHUNK = 64 * 1024  # bytes written the ordinary way while the socket's buffer is full
 
 
 class OnDisk(Protocol):
@@ -36,9 +35,9 @@ async def send_file(connection: HTTP1Connection, fd: int, offset: int, length: i
     """Send `length` bytes of `fd` from `offset` as the rest of the response body; return how many
     went out. Raises StreamClosedError when the client goes away.
 
-    The socket is non-blocking: sendfile sends what fits and returns. When nothing fits, one
-    ordinary write of WAIT_CHUNK bytes lets Tornado wait for room (it owns the socket's place in
-    the event loop), then sendfile goes on.
+    The socket is non-blocking: sendfile sends what fits and returns. When the socket's buffer
+    is full, the event loop watches our own descriptor of the socket until there is room, then
+    sendfile goes on.
     """
     stream = connection.stream
     assert isinstance(stream, IOStream)
@@ -59,24 +58,46 @@ async def _send(
     while length > 0:
         if stream.closed():
             raise StreamClosedError()
+        step = min(STEP, length)
         try:
-            done = await loop.run_in_executor(None, os.sendfile, sock, fd, offset, min(STEP, length))
+            done = await loop.run_in_executor(None, os.sendfile, sock, fd, offset, step)
         except BlockingIOError:
             done = 0
         except OSError as exc:
             if exc.errno in GONE:
                 raise StreamClosedError(real_error=exc) from None
             raise
-        if done == 0:
-            piece = await loop.run_in_executor(None, os.pread, fd, min(WAIT_CHUNK, length), offset)
-            if not piece:
-                raise OSError("the file ended early")  # files are never written in place
-            await stream.write(piece)
-            done = len(piece)
+        if done == 0 and offset >= os.fstat(fd).st_size:
+            raise OSError("the file ended early")  # files are never written in place
         offset, length, sent = offset + done, length - done, sent + done
         # Tornado checks the body it saw against Content-Length when the response finishes; these
         # bytes went around it (a private counter of HTTP1Connection, Tornado 6.6).
         if connection._expected_content_remaining is not None:
             connection._expected_content_remaining -= done
-        await asyncio.sleep(0)  # one fast download must not starve the worker's other requests
+        if done < step:
+            await _writable(stream, sock)  # the socket's buffer is full: wait until it drains
+        else:
+            await asyncio.sleep(0)  # one fast download must not starve the worker's other requests
     return sent
+
+
+async def _writable(stream: IOStream, sock: int) -> None:
+    """Wait until the socket has room (or the client goes away). Our own descriptor is watched,
+    not Tornado's, so its registration in the event loop is left alone."""
+    loop = asyncio.get_running_loop()
+    room: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not room.done():
+            room.set_result(None)
+
+    loop.add_writer(sock, ready)
+    try:
+        while not room.done():
+            if stream.closed():
+                raise StreamClosedError()
+            # A client that stops reading for good is dropped by the idle timeout, which closes
+            # Tornado's stream: look again now and then.
+            await asyncio.wait([room], timeout=1.0)
+    finally:
+        loop.remove_writer(sock)
