@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
+from collections.abc import Callable
 from typing import ClassVar
 
 from tornado.http1connection import HTTP1Connection
@@ -63,7 +65,8 @@ class FileHandler(BaseHandler):
     checks: Checks | None = None
     early_error: ApiError | None = None
     _stall: asyncio.TimerHandle | None = None
-    held: list[bytes] | None = None  # a small body's chunks, fed to the upload at commit
+    held: list[bytes] | None = None  # a small body's chunks, stored in one go by `start`
+    start: Callable[[list[bytes], str], FileRecord] | None = None
 
     async def prepare(self) -> None:
         self.conditions = Conditions.from_headers(self.request.headers)
@@ -99,7 +102,7 @@ class FileHandler(BaseHandler):
         bucket, key = self.path_args
         multipart = is_multipart(content_type)
         declared = None if multipart or content_type is None else check_content_type(content_type)
-        self.upload = await self.call(
+        start = functools.partial(
             self.store.begin_upload,
             bucket,
             key,
@@ -108,10 +111,14 @@ class FileHandler(BaseHandler):
             content_type=declared if declared and not is_generic(declared) else None,
             precondition=self.precondition,
         )
+        if length is not None and length <= SMALL_BODY:
+            # Held on the loop, then started, written, checked and committed in one trip to a
+            # thread (_store_small); its refusals come after its few bytes, as early errors do.
+            self.held, self.start = [], functools.partial(self._store_small, start, length)
+            return
+        self.upload = await self.call(start)
         with client_errors():
             self.body = decoder_for(self.upload, content_type, length, self.checks)
-        if length is not None and length <= SMALL_BODY:
-            self.held = []
 
     @property
     def precondition(self) -> Precondition | None:
@@ -147,7 +154,7 @@ class FileHandler(BaseHandler):
 
     async def data_received(self, chunk: bytes) -> None:
         self.last_data = IOLoop.current().time()
-        if self.body is None or self._finished:
+        if (self.body is None and self.held is None) or self._finished:
             return  # not an upload, or one already answered: the bytes are dropped
         self.bytes_in += len(chunk)
         limit = self.config.max_upload_size
@@ -157,6 +164,7 @@ class FileHandler(BaseHandler):
             if self.held is not None:  # Content-Length framing keeps it within SMALL_BODY
                 self.held.append(chunk)
                 return
+            assert self.body is not None
             await self.call(self.body.feed, chunk)
             self.last_data = IOLoop.current().time()
         except Exception as exc:
@@ -175,7 +183,7 @@ class FileHandler(BaseHandler):
         if self._stall is not None:
             self._stall.cancel()
             self._stall = None
-        upload, self.upload, self.body = self.upload, None, None
+        upload, self.upload, self.body, self.held = self.upload, None, None, None
         if upload is not None:
             IOLoop.current().run_in_executor(None, upload.abort)
 
@@ -192,6 +200,11 @@ class FileHandler(BaseHandler):
             raise self.early_error
         if self._stall is not None:
             self._stall.cancel()
+        if self.start is not None:  # a small body, held: stored now in one trip
+            held, self.held = self.held or [], None
+            record = await self.call(self.start, held, key)
+            self.send_json(UploadResult(file=File.of(record)), 201)
+            return
         upload, body = self.upload, self.body
         assert upload is not None
         assert body is not None
@@ -199,29 +212,39 @@ class FileHandler(BaseHandler):
         # away no longer aborts it (it is committed, or discarded on an error, regardless).
         self.upload = self.body = None
         try:
-            record = await self._commit(upload, body, key)
+            record = await self.call(self._complete, upload, body, [], key)
         except BaseException:
             IOLoop.current().run_in_executor(None, upload.abort)
             raise
         self.send_json(UploadResult(file=File.of(record)), 201)
 
-    async def _commit(self, upload: Upload, body: RawBody | MultipartBody, key: str) -> FileRecord:
-        held, self.held = self.held or [], None
-        declared = self.request.headers.get("Content-Type")
-        precondition = self.precondition
+    def _store_small(
+        self, start: Callable[[], Upload], length: int, held: list[bytes], key: str
+    ) -> FileRecord:
+        """In a worker thread: start the upload, write the held body, check and commit it."""
+        upload = start()
+        try:
+            body = decoder_for(upload, self.request.headers.get("Content-Type"), length, self.checks)
+            return self._complete(upload, body, held, key)
+        except BaseException:
+            upload.abort()
+            raise
 
-        def finish_and_commit() -> FileRecord:  # in a worker thread: one hop for all of it
-            for chunk in held:
-                body.feed(chunk)
-            part = body.finish()
-            if self.checks is not None:
-                self.checks.verify(upload.sha256())
-            name = check_filename(part.filename) or self.filename or key.rsplit("/", 1)[-1]
-            given = part.content_type if isinstance(body, MultipartBody) else declared
-            content_type = resolve_content_type(check_content_type(given), name)
-            return upload.commit(content_type=content_type, name=name, precondition=precondition)
-
-        return await self.call(finish_and_commit)
+    def _complete(
+        self, upload: Upload, body: RawBody | MultipartBody, held: list[bytes], key: str
+    ) -> FileRecord:
+        """In a worker thread: feed what was held, end the body, check its digests, commit."""
+        for chunk in held:
+            body.feed(chunk)
+        part = body.finish()
+        if self.checks is not None:
+            self.checks.verify(upload.sha256())
+        name = check_filename(part.filename) or self.filename or key.rsplit("/", 1)[-1]
+        declared = (
+            part.content_type if isinstance(body, MultipartBody) else self.request.headers.get("Content-Type")
+        )
+        content_type = resolve_content_type(check_content_type(declared), name)
+        return upload.commit(content_type=content_type, name=name, precondition=self.precondition)
 
     put = post
 
