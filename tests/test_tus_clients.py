@@ -5,6 +5,7 @@ the file downloaded is the one sent."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -111,8 +112,17 @@ def restart(old: Service, env: dict[str, str]) -> Service:
 
 
 def downloaded(service: Service, key: str) -> bytes:
-    status, body = service.request("GET", f"/api/v1/files/photos/{key}")
-    assert status == 200, body
+    """The file's bytes, once checked against the sha256 its record carries (Repr-Digest)."""
+    conn = service.connection()
+    try:
+        conn.request("GET", f"/api/v1/files/photos/{key}")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200, body
+    digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
+    assert response.headers["Repr-Digest"] == f"sha-256=:{digest}:"
     return body
 
 

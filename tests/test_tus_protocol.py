@@ -171,6 +171,27 @@ async def test_the_last_chunk_commits_the_file_whole_and_removes_the_upload(
     assert store.list_staged(photos) == []
 
 
+async def test_chunks_of_several_mib_commit_with_the_digests_of_the_whole_file(
+    api: Api, store: Store, photos: str
+) -> None:
+    data = hashlib.sha256(b"seed").digest() * (5 * 65_536 + 1000)  # 10 MiB and a bit
+    url = await new_upload(api, len(data), "big.bin")
+    for start in range(0, len(data), 3 << 20):
+        response = await patch(api, url, start, data[start : start + (3 << 20)])
+        assert response.code == 204, response.body
+        if store.appends_in_place and start + (3 << 20) < len(data):  # one part, grown in place
+            assert len(store.get_staged(url.rsplit("/", 1)[-1]).parts) == 1
+    reader = store.open_file(photos, "big.bin")
+    assert (reader.record.size, reader.record.sha256, reader.record.md5) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        hashlib.md5(data).hexdigest(),
+    )
+    reader.close()
+    assert stored(store, photos, "big.bin") == data
+    assert store.list_staged(photos) == []
+
+
 async def test_creation_with_upload_keeps_the_first_chunk(api: Api, store: Store, photos: str) -> None:
     response = await create(api, 6, body=b"abc")
     assert (response.code, response.headers["Upload-Offset"]) == (201, "3")

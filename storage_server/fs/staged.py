@@ -1,122 +1,52 @@
 """The filesystem store's staged uploads (the store contract's `Staging`): one folder each under
 `.storage-server/staged/<id>/`, with `upload.json` (bucket, key, the front door's info) and its
-parts as `<number>.part` files whose record rides in an xattr, each part written to a temp file
-and renamed into place once fsynced. Completing one streams the parts, in order, into an
-ordinary Upload: the same commit, checks and limits as every other upload."""
+parts (`parts.py`). Completing one commits it through an ordinary Upload (the same commit,
+checks and limits as every other upload): a single part becomes the file itself, hard-linked in
+as the upload's temp file (no byte copied or hashed again); several are streamed into it."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import re
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..store.assemble import Chunks, assemble, extend
-from ..store.contract import Precondition, Upload
-from ..store.errors import InvalidPart, Locked, NoSuchUpload, StorageError
+from ..store.assemble import RUNNING, Chunks, assemble, extend
+from ..store.contract import Precondition
+from ..store.errors import InvalidPart, Locked, NoSuchUpload
 from ..store.keys import validate_key
-from ..store.localdisk import is_locked, open_locked, os_errors, write_all
+from ..store.localdisk import is_locked, os_errors
 from ..store.records import FileRecord, PartRecord, StagedRecord, now
 from .layout import Layout
+from .parts import (
+    PART_XATTR,
+    TOKEN_XATTR,
+    AppendWriter,
+    PartWriter,
+    chunks,
+    digests_of,
+    grow,
+    open_part,
+    part_path,
+    read_record,
+)
+from .staging import Upload
 
-PART_XATTR = "user.storage_server.part"
 MAX_PART = 10_000
-READ = 1024 * 1024
 _ID = re.compile(r"[0-9a-f]{32}")
 _PART = re.compile(r"(\d{5})\.part")
-
-
-class PartWriter:
-    """One part being written to a temp file in its upload's folder; see contract.PartUpload."""
-
-    def __init__(self, folder: Path, number: int, lock_fd: int | None, fsync: bool) -> None:
-        self._folder = folder
-        self._number = number
-        self._lock_fd = lock_fd  # held while an exclusive part is written
-        self._fsync = fsync
-        self._mutex = threading.Lock()
-        self._md5 = hashlib.md5()
-        self._sha256 = hashlib.sha256()
-        self._size = 0
-        self._temp: Path | None = folder / f"tmp-{uuid.uuid4().hex}"
-        try:
-            with os_errors("the part"):
-                self._fd: int | None = open_locked(self._temp)
-        except FileNotFoundError:
-            self._release()
-            raise NoSuchUpload(folder.name) from None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        with self._mutex:
-            if self._fd is None:
-                raise StorageError("the part was aborted")
-            with os_errors("the part"):
-                write_all(self._fd, data)
-            self._md5.update(data)
-            self._sha256.update(data)
-            self._size += memoryview(data).nbytes
-
-    def commit(self) -> PartRecord:
-        with self._mutex:
-            if self._fd is None or self._temp is None:
-                raise StorageError("the part was aborted")
-            record = PartRecord(
-                number=self._number,
-                size=self._size,
-                md5=self._md5.hexdigest(),
-                sha256=self._sha256.hexdigest(),
-                created_at=now(),
-            )
-            try:
-                with os_errors("the part"):
-                    os.setxattr(self._fd, PART_XATTR, record.model_dump_json().encode())
-                    if self._fsync:
-                        os.fsync(self._fd)
-                    os.replace(self._temp, self._folder / f"{self._number:05d}.part")
-                    self._temp = None
-                    if self._fsync:
-                        dir_fd = os.open(self._folder, os.O_RDONLY | os.O_DIRECTORY)
-                        try:
-                            os.fsync(dir_fd)
-                        finally:
-                            os.close(dir_fd)
-            except FileNotFoundError:
-                raise NoSuchUpload(self._folder.name) from None  # aborted meanwhile
-            finally:
-                self._discard()
-            return record
-
-    def abort(self) -> None:
-        with self._mutex:
-            self._discard()
-
-    def _discard(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-        temp, self._temp = self._temp, None
-        if temp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-        self._release()
-
-    def _release(self) -> None:
-        lock, self._lock_fd = self._lock_fd, None
-        if lock is not None:
-            os.close(lock)
 
 
 class Staging(Layout):
     """Staged uploads under the layout's `staged/` folder (mixed into BlobStore)."""
 
     staged_expiry = 24 * 3600.0
+    appends_in_place = True  # a part grows where it is (parts.AppendWriter)
 
     def begin_upload(
         self,
@@ -181,28 +111,27 @@ class Staging(Layout):
 
     def begin_part(
         self, upload_id: str, number: int, *, exclusive: bool = False, append: bool = False
-    ) -> PartWriter:
+    ) -> PartWriter | AppendWriter:
         if not 1 <= number <= MAX_PART:
             raise InvalidPart(f"a part number is 1 to {MAX_PART}")
         folder = self._folder(upload_id)
-        lock_fd = None
-        if exclusive:
-            try:
-                lock_fd = os.open(folder / "upload.json", os.O_RDONLY | os.O_CLOEXEC)
-            except (FileNotFoundError, NotADirectoryError):
-                raise NoSuchUpload(upload_id) from None
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        lock_fd = self._lock(upload_id) if exclusive else None
+        try:
+            if append and lock_fd is not None:  # in place only under the lock: no one else writes there
+                grown = grow(folder, number, lock_fd, self.fsync)
+                if grown is not None:
+                    return grown
+            writer = PartWriter(folder, number, lock_fd, self.fsync)
+        except BaseException:
+            if lock_fd is not None:
                 os.close(lock_fd)
-                raise Locked() from None
-        writer = PartWriter(folder, number, lock_fd, self.fsync)
+            raise
         if append:
             try:
-                chunks = self._read_part(upload_id, number)
+                stored = self._read_part(upload_id, number)
             except InvalidPart:
                 return writer  # nothing stored under that number yet
-            extend(writer, chunks)
+            extend(writer, stored)
         return writer
 
     def complete_staged(
@@ -216,27 +145,87 @@ class Staging(Layout):
         precondition: Precondition | None = None,
         md5: bool = False,
     ) -> FileRecord:
-        record = self.get_staged(upload_id)
-        done = assemble(
-            self.begin_upload,
-            record,
-            numbers,
-            lambda number: self._read_part(upload_id, number),
-            content_type=content_type,
-            name=name,
-            metadata=metadata,
-            precondition=precondition,
-            md5=md5,
-        )
-        self._remove(upload_id)
-        return done
+        lock_fd = self._lock(upload_id)  # no part grows under the commit, no two commits at once
+        try:
+            record = self.get_staged(upload_id)
+            if len(numbers) == 1:
+                return self._commit_part(
+                    record,
+                    numbers[0],
+                    content_type=content_type,
+                    name=name,
+                    metadata=metadata,
+                    precondition=precondition,
+                    md5=md5,
+                )
+            done = assemble(
+                self.begin_upload,
+                record,
+                numbers,
+                lambda number: self._read_part(upload_id, number),
+                content_type=content_type,
+                name=name,
+                metadata=metadata,
+                precondition=precondition,
+                md5=md5,
+            )
+            self._remove(upload_id)
+            return done
+        finally:
+            os.close(lock_fd)
+
+    def _commit_part(
+        self,
+        record: StagedRecord,
+        number: int,
+        *,
+        content_type: str,
+        name: str,
+        metadata: Mapping[str, str] | None,
+        precondition: Precondition | None,
+        md5: bool,
+    ) -> FileRecord:
+        """Commit one part as the file without copying it: the part file is hard-linked in as the
+        upload's temp file, so the staged upload keeps its part until the commit is done (and
+        after a failed one), and the file's digests are the part's own (parts.digests_of)."""
+        path = part_path(self._folder(record.id), number)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise InvalidPart(f"part {number} was not uploaded") from None
+        try:
+            try:
+                part = read_record(fd)
+            except OSError:
+                raise InvalidPart(f"part {number} was not uploaded") from None
+            with os_errors("the part"):
+                if os.fstat(fd).st_size != part.size:
+                    os.ftruncate(fd, part.size)  # the bytes of an append cut short (the commit fsyncs)
+                os.fchmod(fd, 0o644)  # a stored file's mode
+            # No size given: linking the part takes no room, and the bucket's size limit is
+            # checked at the commit all the same.
+            upload = self.begin_upload(record.bucket, record.key, precondition=precondition, md5=md5)
+            try:
+                sha256, md5_hex = digests_of(path, fd, part)  # after the early checks: it may wait
+                upload.adopt(path, part.size, sha256, md5_hex if md5 else None)
+                done = upload.commit(
+                    content_type=content_type, name=name, metadata=metadata, precondition=precondition
+                )
+            finally:
+                upload.abort()
+            self._remove(record.id)
+            with contextlib.suppress(OSError):
+                RUNNING.forget(os.getxattr(fd, TOKEN_XATTR).decode())
+            for attr in (PART_XATTR, TOKEN_XATTR):  # the staged part's own, now on the file
+                with contextlib.suppress(OSError):
+                    os.removexattr(fd, attr)
+            return done
+        finally:
+            os.close(fd)
 
     def _read_part(self, upload_id: str, number: int) -> Chunks:
-        try:
-            fd = os.open(self._folder(upload_id) / f"{number:05d}.part", os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise InvalidPart(f"part {number} is not there (replaced or aborted meanwhile)") from None
-        return _chunks(fd)
+        fd, record = open_part(self._folder(upload_id), number)
+        return chunks(fd, record.size)
 
     def abort_staged(self, upload_id: str) -> None:
         self._folder(upload_id)
@@ -256,8 +245,7 @@ class Staging(Layout):
                         [entry.stat(follow_symlinks=False).st_mtime]
                         + [c.stat(follow_symlinks=False).st_mtime for c in os.scandir(entry.path)]
                     )
-                    busy = any(is_locked(c.path) for c in os.scandir(entry.path) if c.name.startswith("tmp-"))
-                    if newest < cutoff and not busy:
+                    if newest < cutoff and not _busy(entry.path):
                         self._remove(entry.name)
                         removed += 1
         return removed
@@ -266,6 +254,20 @@ class Staging(Layout):
         if not _ID.fullmatch(upload_id):
             raise NoSuchUpload(upload_id)
         return self.staged / upload_id
+
+    def _lock(self, upload_id: str) -> int:
+        """Take the upload's exclusive lock (an flock on its upload.json); raise NoSuchUpload,
+        Locked while another holder (in any process) has it."""
+        try:
+            fd = os.open(self._folder(upload_id) / "upload.json", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NoSuchUpload(upload_id) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Locked() from None
+        return fd
 
     def _remove(self, upload_id: str) -> None:
         trashed = self.trash / f"staged-{upload_id}-{uuid.uuid4().hex}"
@@ -284,10 +286,10 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _chunks(fd: int) -> Chunks:
-    """The bytes of an open part file, READ at a time; the file is closed at the end."""
-    try:
-        while chunk := os.read(fd, READ):
-            yield chunk
-    finally:
-        os.close(fd)
+def _busy(folder: str) -> bool:
+    """Whether a part of the staged upload in `folder` is being written (a new one to its temp
+    file, or one growing in place under the upload's lock) or the upload is being completed."""
+    with os.scandir(folder) as entries:
+        if any(is_locked(e.path) for e in entries if e.name.startswith("tmp-")):
+            return True
+    return is_locked(os.path.join(folder, "upload.json"))

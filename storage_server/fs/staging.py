@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import threading
@@ -236,3 +237,37 @@ class Upload:
         if temp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
+
+    def adopt(self, source: Path, size: int, sha256: str, md5: str | None) -> None:
+        """Make the file at `source` (in the store's filesystem, complete and written by the
+        caller, who leaves it unchanged) this upload's bytes instead of copying them in: a hard
+        link to it replaces the empty temp file, and `size`, `sha256` and `md5` are taken as its
+        own, as a copy's are. `source` itself stays (a failed commit leaves it as it was)."""
+        with self._lock, os_errors("the upload"):
+            fd = self._live_fd()
+            if self.size:
+                raise StorageError("the upload already has bytes")
+            temp = self._store.tmp / f"{uuid.uuid4().hex}.part"
+            os.link(source, temp)
+            try:
+                linked = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+                fcntl.flock(linked, fcntl.LOCK_EX)  # the sweep keeps off it, as off every temp file
+            except BaseException:
+                os.unlink(temp)
+                raise
+            old, self._temp, self._fd = self._temp, temp, linked
+            os.close(fd)
+            if old is not None:
+                os.unlink(old)
+            self.size = size
+            self._copied = FileRecord(
+                bucket=self._bucket,
+                path="/".join(self._parts),
+                name="",
+                size=size,
+                content_type="application/octet-stream",
+                sha256=sha256,
+                md5=md5,
+                created_at=now(),
+                updated_at=now(),
+            )

@@ -151,6 +151,7 @@ class Staging(Objects):
     """Staged uploads in the engine (mixed into S3Store)."""
 
     staged_expiry = 24 * 3600.0
+    appends_in_place = False  # a part is an object: appending rewrites it whole
 
     def begin_upload(
         self,

@@ -276,6 +276,13 @@ class Staging(Protocol):
     and committed as one file through the same commit as every other upload. A staged upload
     untouched for longer than the store's expiry is removed by the sweep."""
 
+    # Whether appending to a part (begin_part with `append`) costs only the bytes appended: True
+    # where a part grows where it is (the filesystem), so that a front door streaming one file
+    # in chunks keeps it in one part, which complete_staged commits without copying it; False
+    # where appending rewrites the whole part (S3: a part is an object), so that a front door
+    # starts a new part every few MiB instead.
+    appends_in_place: bool
+
     def begin_staged(self, bucket: str, key: str, *, info: Mapping[str, str] | None = None) -> StagedRecord:
         """Start a staged upload of `key`, keeping `info` (a front door's own state) with it.
         Raises InvalidName, InvalidKey, BucketNotFound."""
@@ -292,8 +299,9 @@ class Staging(Protocol):
         """Start writing part `number` (1 to 10,000). With `exclusive`, raise Locked while
         another exclusive part of this upload is being written (in any process). With `append`,
         the part starts with the bytes of the part `number` already stored, if any (small
-        chunks coalesced into one part). Raises NoSuchUpload, InvalidPart (a number out of
-        range)."""
+        chunks coalesced into one part; with `exclusive` too, in place where the backend
+        `appends_in_place`: such a part is hashed behind its writes, and may list empty digests
+        until complete_staged). Raises NoSuchUpload, InvalidPart (a number out of range)."""
 
     def complete_staged(
         self,
@@ -309,7 +317,8 @@ class Staging(Protocol):
         """Commit the parts `numbers`, in that order, as the file at the upload's key (the
         bucket's limits and `precondition` apply, as for any upload), then remove the staged
         upload. Raises NoSuchUpload, InvalidPart (a number not staged), and what Upload.commit
-        raises; on an error the staged upload stays as it was."""
+        raises; on an error the staged upload stays as it was. A backend may raise Locked while
+        an exclusive part of the upload is being written or another completion of it runs."""
 
     def abort_staged(self, upload_id: str) -> None:
         """Remove the staged upload and its parts; raise NoSuchUpload."""

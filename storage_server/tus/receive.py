@@ -14,7 +14,8 @@ from typing import Any
 from tornado.ioloop import IOLoop
 
 from ..native.errors import ApiError, api_error
-from ..store.contract import PartUpload
+from ..store.contract import PartUpload, Store
+from ..store.records import PartRecord, StagedRecord
 from . import protocol
 from .base import NO_LIMIT, TusHandler
 from .state import TusUpload
@@ -44,7 +45,8 @@ class Receiving(TusHandler):
         self.room = 0
         self.received = 0
         self.appending = False
-        self.buffer = bytearray()
+        self.buffer: list[bytes] = []  # chunks received and not yet written
+        self.buffered = 0
         self.hasher: Any = None
         self._io = asyncio.Lock()
 
@@ -67,10 +69,10 @@ class Receiving(TusHandler):
         """Take the upload's last part for this chunk, at `offset` (409 unless it is the current
         one, once the part is held: another PATCH may have moved it meanwhile)."""
         for _attempt in range(3):
-            number, append = upload.next_part()
-            part = await self.call(self.store.begin_part, upload.id, number, exclusive=True, append=append)
+            number, append = upload.next_part(self.store.appends_in_place)
+            part, staged = await self.call(_take_part, self.store, upload.id, number, append)
             try:
-                fresh = TusUpload.of(await self.call(self.store.get_staged, upload.id))
+                fresh = TusUpload.of(staged)
                 fresh = dataclasses.replace(fresh, length=upload.length)  # a deferred one, given now
             except BaseException:
                 IOLoop.current().run_in_executor(None, part.abort)
@@ -114,10 +116,10 @@ class Receiving(TusHandler):
                     raise ApiError("past_upload_length", "the chunk goes past the upload's Upload-Length")
                 if self.hasher is not None:
                     self.hasher.update(chunk)
-                self.buffer += chunk
-                if len(self.buffer) >= FLUSH:
-                    data, self.buffer = bytes(self.buffer), bytearray()
-                    await self.call(part.write, data)
+                self.buffer.append(chunk)
+                self.buffered += len(chunk)
+                if self.buffered >= FLUSH:
+                    await self.call(part.write, self._take())
             self.last_data = IOLoop.current().time()
         except Exception as exc:
             self._fail(exc)
@@ -131,6 +133,12 @@ class Receiving(TusHandler):
             error = ApiError("internal_error", "internal server error")
         if not self._finished:
             self.send_error(error.status_code, exc_info=(type(error), error, None))
+
+    def _take(self) -> bytes:
+        """The chunks buffered, as one (joined only when there are several: Tornado hands over
+        up to a MiB at a time, written as it comes)."""
+        chunks, self.buffer, self.buffered = self.buffer, [], 0
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _drop(self) -> None:
         self._stop_watch()
@@ -159,10 +167,7 @@ class Receiving(TusHandler):
                 if self.received == 0:
                     await self.call(part.abort)
                     return upload
-                if self.buffer:
-                    data, self.buffer = bytes(self.buffer), bytearray()
-                    await self.call(part.write, data)
-                record = await self.call(part.commit)
+                record = await self.call(_write_and_commit, part, self._take())
             except BaseException:
                 IOLoop.current().run_in_executor(None, part.abort)
                 raise
@@ -188,7 +193,7 @@ class Receiving(TusHandler):
             part, self.part = self.part, None
             if part is None:
                 return
-            data, self.buffer = bytes(self.buffer), bytearray()
+            data = self._take()
             loop = IOLoop.current()
             try:
                 if self.checksum is not None or self.received == 0:
@@ -208,6 +213,24 @@ class Receiving(TusHandler):
     def on_finish(self) -> None:
         self._drop()
         super().on_finish()
+
+
+def _take_part(store: Store, upload_id: str, number: int, append: bool) -> tuple[PartUpload, StagedRecord]:
+    """The part, held exclusively, and the staged upload as it stands once it is held, in one
+    trip to a thread."""
+    part = store.begin_part(upload_id, number, exclusive=True, append=append)
+    try:
+        return part, store.get_staged(upload_id)
+    except BaseException:
+        part.abort()
+        raise
+
+
+def _write_and_commit(part: PartUpload, data: bytes) -> PartRecord:
+    """The last bytes of a chunk and its commit, in one trip to a thread."""
+    if data:
+        part.write(data)
+    return part.commit()
 
 
 def mismatch(current: int) -> ApiError:

@@ -1,7 +1,8 @@
 """How a tus upload lives in the store: a staged upload whose `info` says it is tus's (its length
 or that it is deferred, its metadata, whether it may replace a file, its name and type, who made
 it), whose offset is the sum of its stored parts, and whose chunks go into the last part while
-that part is small (coalesced) or into a new part after it."""
+that part is small (coalesced) or into a new part after it; or, on a store that appends in
+place, all into one part."""
 
 from __future__ import annotations
 
@@ -87,12 +88,13 @@ class TusUpload:
         fits in MAX_PARTS parts."""
         return max(PART_TARGET, -(-(self.length or 0) // MAX_PARTS))
 
-    def next_part(self) -> tuple[int, bool]:
-        """The part the next chunk goes into, and whether it appends to that part's bytes."""
+    def next_part(self, in_place: bool) -> tuple[int, bool]:
+        """The part the next chunk goes into, and whether it appends to that part's bytes: with
+        a store that appends `in_place`, always the last part (one part for the whole file)."""
         if not self.part_sizes:
             return 1, False
         last = len(self.part_sizes)
-        if self.part_sizes[-1] < self.part_target():
+        if in_place or self.part_sizes[-1] < self.part_target():
             return last, True
         return last + 1, False
 
