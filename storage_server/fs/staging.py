@@ -206,7 +206,7 @@ class Upload:
         lock held (fs/commit.py calls it). Returns the record and the counters' changes."""
         assert self._placing is not None
         fd, record, precondition = self._placing
-        store, leaf = self._store, self._parts[-1]
+        leaf = self._parts[-1]
         current = fsops.current(parent, leaf)
         if current.folder:
             raise Conflict("a folder stands where the key needs a file")
@@ -214,11 +214,12 @@ class Upload:
             precondition(current.record)
         created = current.record.created_at if current.record is not None else record.updated_at
         if record.created_at != created:
-            # A racing writer changed the key's creation date since begin: write it again.
+            # A racing writer created the key since begin: take its creation date. No fsync here,
+            # under the lock: the xattr is journaled metadata, made durable by the folder's fsync
+            # after the rename (the journal commits in order); a crash before it leaves the
+            # first xattr, as valid, with the upload's own date.
             record = record.model_copy(update={"created_at": created})
             os.setxattr(fd, fsops.FILE_XATTR, fsops.file_meta(record))
-            if store.fsync:
-                os.fsync(fd)
         assert self._temp is not None
         if current.present:
             os.replace(self._temp, leaf, dst_dir_fd=parent)
