@@ -29,6 +29,8 @@ _RESOLVE_BENEATH = 0x08
 _RESOLVE_CACHED = 0x20
 _ROOT = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# What a kernel (or a seccomp filter) without openat2, RESOLVE_CACHED or RWF_NOWAIT answers.
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
 RECORDS = 4096  # records kept per process
 # A record is kept only once its inode's change time is this far in the past: any later change
 # then gets a later change time, even where the kernel stamps times in coarse ticks.
@@ -91,9 +93,10 @@ class CachedOpens:
             return None
         try:
             return self._open(bucket, parts, head)
-        except OSError:
-            self.enabled = False  # no openat2, RESOLVE_CACHED or RWF_NOWAIT here: never again
-            return None
+        except OSError as exc:
+            if exc.errno in _UNSUPPORTED:
+                self.enabled = False  # no openat2, RESOLVE_CACHED or RWF_NOWAIT here: never again
+            return None  # anything else (out of descriptors, ...): this once, the ordinary way
 
     def _open(self, bucket: str, parts: tuple[str, ...], head: int) -> tuple[int, FileRecord, bytes] | None:
         root = _openat2(-100, self._root, _ROOT, _RESOLVE_CACHED)  # AT_FDCWD

@@ -72,7 +72,7 @@ class Committer:
         self._cond = threading.Condition(threading.Lock())
         self._queues: dict[tuple[str, int, int], list[_Entry]] = {}
         self._running: set[tuple[str, int, int]] = set()
-        self.passes = 0  # passes run, and uploads placed by them: how much sharing happened
+        self.passes = 0  # passes run, and uploads placed by them (under the condition's lock)
         self.placed = 0
 
     def commit(self, bucket: str, bucket_fd: int, upload: Placement) -> FileRecord:
@@ -92,8 +92,10 @@ class Committer:
                 batch = self._queues.pop(key)
                 with self._unlocked():
                     self._run(bucket, bucket_fd, batch)
+                self.passes += 1
                 for each in batch:
                     each.done = True
+                    self.placed += each.record is not None and each.error is None
                 self._running.discard(key)
                 self._cond.notify_all()
         if entry.error is not None:
@@ -126,8 +128,6 @@ class Committer:
             for entry in batch:
                 if entry.record is None and entry.error is None:
                     entry.error = exc
-        self.passes += 1
-        self.placed += sum(entry.record is not None and entry.error is None for entry in batch)
 
     def _round(self, bucket: str, bucket_fd: int, entries: list[_Entry]) -> list[_Entry]:
         """Open each entry's folder, rename them all under one mutation lock, sync each folder
