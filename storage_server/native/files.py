@@ -45,8 +45,8 @@ NO_LIMIT = 1 << 62
 DRAIN_LIMIT = 1 << 20  # bytes of body read before an early error is answered
 READ_AHEAD = 1 << 20  # bytes read from disk per trip to a thread while downloading
 READ_ATTEMPTS = 3  # opens of a file that keeps being replaced between its look and its read
-# A body declared this small is held on the loop and written with the commit: one thread hop
-# for the bytes, the check and the commit, instead of one per chunk and two more at the end.
+# A body declared this small is held on the loop: one trip to a thread then starts, writes,
+# checks and commits the upload, instead of one trip per step.
 SMALL_BODY = 64 * 1024
 
 
