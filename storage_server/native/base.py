@@ -3,6 +3,7 @@ request parsing, and the operation descriptions the OpenAPI document is built fr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Mapping
@@ -49,6 +50,35 @@ def client_errors() -> Iterator[None]:
         if error is None or error is exc:
             raise
         raise error from exc
+
+
+class StallWatch:
+    """Calls `on_stall` once `timeout` seconds pass without a call to `seen`: an upload whose
+    client stopped sending without hanging up. A slow but steady client never trips it."""
+
+    def __init__(self, timeout: float, on_stall: Callable[[], None]) -> None:
+        self._timeout = timeout
+        self._on_stall = on_stall
+        self._last = IOLoop.current().time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._check()
+
+    def seen(self) -> None:
+        """Data arrived (or was taken in) just now."""
+        self._last = IOLoop.current().time()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check(self) -> None:
+        idle = IOLoop.current().time() - self._last
+        if idle < self._timeout:
+            self._timer = asyncio.get_running_loop().call_later(self._timeout - idle, self._check)
+            return
+        self._timer = None
+        self._on_stall()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from tornado.web import stream_request_body
 from ..store.contract import Precondition, Reader, Upload
 from ..store.errors import FileChanged
 from ..store.records import FileRecord
-from .base import BaseHandler, Op, client_errors
+from .base import BaseHandler, Op, StallWatch, client_errors
 from .bodies import (
     MultipartBody,
     RawBody,
@@ -64,7 +64,7 @@ class FileHandler(BaseHandler):
     body: RawBody | MultipartBody | None = None
     checks: Checks | None = None
     early_error: ApiError | None = None
-    _stall: asyncio.TimerHandle | None = None
+    stall: StallWatch | None = None
     held: list[bytes] | None = None  # a small body's chunks, stored in one go by `start`
     start: Callable[[list[bytes], str], FileRecord] | None = None
 
@@ -85,8 +85,7 @@ class FileHandler(BaseHandler):
             # A small body is read (and dropped) first: closing a connection with unread data
             # resets it, and the client could lose the answer.
             self.early_error = error
-        self.last_data = IOLoop.current().time()
-        self._watch_stall()
+        self.stall = StallWatch(self.config.stall_timeout, self._stalled)
 
     async def _begin(self, length: int | None) -> None:
         """Check the upload's headers, start it in the store and pick its body decoder."""
@@ -141,19 +140,14 @@ class FileHandler(BaseHandler):
         assert isinstance(conn, HTTP1Connection)
         return conn
 
-    def _watch_stall(self) -> None:
+    def _stalled(self) -> None:
         """Drop an upload that sent nothing for stall_timeout; a slow but steady one goes on."""
-        timeout = self.config.stall_timeout
-        idle = IOLoop.current().time() - self.last_data
-        if idle < timeout:
-            self._stall = asyncio.get_running_loop().call_later(timeout - idle, self._watch_stall)
-            return
-        log.info("aborting upload of %s: no data for %ss", self.request.path, timeout)
+        log.info("aborting upload of %s: no data for %ss", self.request.path, self.config.stall_timeout)
         self._discard()
         self.connection.close()
 
     async def data_received(self, chunk: bytes) -> None:
-        self.last_data = IOLoop.current().time()
+        self._seen()
         if (self.body is None and self.held is None) or self._finished:
             return  # not an upload, or one already answered: the bytes are dropped
         self.bytes_in += len(chunk)
@@ -166,7 +160,7 @@ class FileHandler(BaseHandler):
                 return
             assert self.body is not None
             await self.call(self.body.feed, chunk)
-            self.last_data = IOLoop.current().time()
+            self._seen()
         except Exception as exc:
             self._fail(exc)
 
@@ -179,10 +173,14 @@ class FileHandler(BaseHandler):
             error = ApiError("internal_error", "internal server error")
         self.send_error(error.status_code, exc_info=(type(error), error, None))
 
+    def _seen(self) -> None:
+        if self.stall is not None:
+            self.stall.seen()
+
     def _discard(self) -> None:
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        if self.stall is not None:
+            self.stall.stop()
+            self.stall = None
         upload, self.upload, self.body, self.held = self.upload, None, None, None
         if upload is not None:
             IOLoop.current().run_in_executor(None, upload.abort)
@@ -198,8 +196,8 @@ class FileHandler(BaseHandler):
     async def post(self, bucket: str, key: str) -> None:
         if self.early_error is not None:
             raise self.early_error
-        if self._stall is not None:
-            self._stall.cancel()
+        if self.stall is not None:
+            self.stall.stop()
         if self.start is not None:  # a small body, held: stored now in one trip
             held, self.held = self.held or [], None
             record = await self.call(self.start, held, key)

@@ -13,6 +13,7 @@ from typing import Any
 
 from tornado.ioloop import IOLoop
 
+from ..native.base import StallWatch
 from ..native.errors import ApiError, api_error
 from ..store.contract import PartUpload, Store
 from ..store.records import PartRecord, StagedRecord
@@ -38,7 +39,7 @@ class Receiving(TusHandler):
     upload: TusUpload | None = None
     checksum: protocol.Checksum | None = None
     early_error: ApiError | None = None
-    _stall: asyncio.TimerHandle | None = None
+    stall: StallWatch | None = None
 
     def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
@@ -62,8 +63,7 @@ class Receiving(TusHandler):
             if length is None or length > DRAIN_LIMIT:
                 raise
             self.early_error = error
-        self.last_data = IOLoop.current().time()
-        self._watch_stall()
+        self.stall = StallWatch(self.config.stall_timeout, self._stalled)
 
     async def open_part(self, upload: TusUpload, offset: int, room: int) -> None:
         """Take the upload's last part for this chunk, at `offset` (409 unless it is the current
@@ -90,19 +90,16 @@ class Receiving(TusHandler):
             upload = fresh
         raise ApiError("upload_locked", "the upload keeps changing; retry")
 
-    def _watch_stall(self) -> None:
+    def _stalled(self) -> None:
         """Keep what a client that stopped sending (but not hung up) sent, after stall_timeout."""
         timeout = self.config.stall_timeout
-        idle = IOLoop.current().time() - self.last_data
-        if idle < timeout:
-            self._stall = asyncio.get_running_loop().call_later(timeout - idle, self._watch_stall)
-            return
         log.info("tus chunk to %s stalled for %ss: keeping what arrived", self.request.path, timeout)
         self._salvage()
         self.connection.close()
 
     async def data_received(self, chunk: bytes) -> None:
-        self.last_data = IOLoop.current().time()
+        if self.stall is not None:
+            self.stall.seen()
         if self.part is None or self._finished:
             return  # no chunk expected, or already answered: the bytes are dropped
         self.bytes_in += len(chunk)
@@ -120,7 +117,8 @@ class Receiving(TusHandler):
                 self.buffered += len(chunk)
                 if self.buffered >= FLUSH:
                     await self.call(part.write, self._take())
-            self.last_data = IOLoop.current().time()
+            if self.stall is not None:
+                self.stall.seen()
         except Exception as exc:
             self._fail(exc)
 
@@ -147,9 +145,9 @@ class Receiving(TusHandler):
             IOLoop.current().run_in_executor(None, part.abort)
 
     def _stop_watch(self) -> None:
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        if self.stall is not None:
+            self.stall.stop()
+            self.stall = None
 
     async def finish_chunk(self) -> TusUpload:
         """The body has ended: commit the chunk (after checking its Upload-Checksum: 460, and the
