@@ -15,8 +15,6 @@ From another script: `idle_memory()` starts both and returns both groups' figure
 from __future__ import annotations
 
 import argparse
-import contextlib
-import http.client
 import json
 import os
 import subprocess
@@ -29,9 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.servers import process_group, status_kib  # noqa: E402
-from run import children  # noqa: E402
-from tests.service import free_port  # noqa: E402
+from benchmarks.servers import Server, process_group, status_kib  # noqa: E402
 
 MiB = 1 << 20
 TARGET = 4.0  # the group's RSS at most this many times nginx's
@@ -45,12 +41,13 @@ def measure_group(pids: list[int]) -> dict[str, float]:
     return {"processes": len(pids), "rss_mib": round(rss / 1024, 1), "pss_mib": round(pss / 1024, 1)}
 
 
-class IdleStorage:
+class IdleStorage(Server):
     """run.py as `make run` starts it (defaults but port, path and worker count), until stopped."""
 
+    name = "storage_server"
+
     def __init__(self, data: Path, workers: int) -> None:
-        self.port = free_port()
-        self.workers = workers
+        super().__init__(data.parent, workers)
         args = ["--workers", str(workers), "--port", str(self.port), "--path", str(data)]
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "run.py"), *args],
@@ -60,30 +57,6 @@ class IdleStorage:
             start_new_session=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("STORAGE_")},
         )
-
-    def wait(self, timeout: float = 30) -> None:
-        """Return once /api/v1/health answers 200 and every worker is forked."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"run.py exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError):
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/api/v1/health")
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200 and len(children(self.proc.pid)) == self.workers:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("storage_server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(40)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def storage_idle(tmp: Path, workers: int = 2, settle: float = SETTLE) -> dict[str, float]:

@@ -57,13 +57,19 @@ class Verifier:
         return not self.record.sha256 or self.found() == self.record.sha256
 
 
+def refuse_damaged(reader: Reader, bucket: str, key: str) -> None:
+    """Raise Damaged (closing the reader) when the file opened is marked damaged."""
+    if reader.record.damaged is not None:
+        reader.close()
+        raise Damaged(bucket, key)
+
+
 def open_hot(store: Store, bucket: str, key: str, head: int) -> tuple[Reader, bytes] | None:
     """open_for_download on the event loop, for a file the store can open and read without
     waiting (store.open_cached); None otherwise. Raises Damaged, InvalidKey, InvalidName."""
     opened = store.open_cached(bucket, key, head=head)
-    if opened is not None and opened[0].record.damaged is not None:
-        opened[0].close()
-        raise Damaged(bucket, key)
+    if opened is not None:
+        refuse_damaged(opened[0], bucket, key)
     return opened
 
 
@@ -72,9 +78,8 @@ def open_for_download(store: Store, bucket: str, key: str, head: int, verify: bo
     the file is marked damaged, or when `verify`, those bytes are the whole file and do not match
     its sha256 (it is marked damaged then); the store's errors otherwise."""
     reader = store.open_file(bucket, key, stream=head > 0)
+    refuse_damaged(reader, bucket, key)
     try:
-        if reader.record.damaged is not None:
-            raise Damaged(bucket, key)
         first = reader.read(head) if head else b""
         if verify and len(first) == reader.record.size:
             verifier = Verifier(reader.record)

@@ -167,7 +167,8 @@ class Files(Protocol):
     def open_cached(self, bucket: str, key: str, *, head: int) -> tuple[Reader, bytes] | None:
         """What `open_file` and reading the first `head` bytes give, but only if it can be done
         without waiting on a disk or the network (it is called on the event loop); None when it
-        cannot, and the caller calls `open_file` in a thread. Raises InvalidKey, InvalidName."""
+        cannot, and the caller calls `open_file` in a thread (which raises for bad names, if
+        this did not: InvalidKey, InvalidName)."""
 
     def delete_file(self, bucket: str, key: str, *, precondition: Precondition | None = None) -> bool:
         """Delete a file (a folder is left alone); return False if there was none. Raises
