@@ -3,23 +3,13 @@ Debian's packages when missing) complete and report every figure."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.service import ROOT
+from tests.benchsmoke import run_benchmark
 
 
 def test_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stdout, results = run_benchmark("bench.py", tmp_path, "--smoke")
     for row in (  # issue #10's rows, each with its target
         "| 1 GiB download MB/s ",
         "| CPU s per GiB down ",
@@ -32,10 +22,9 @@ def test_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None:
         "| RSS at idle MiB, whole group ",
         "| 8 x 1 MiB uploads at once, total MB/s ",
     ):
-        assert row in result.stdout, row
-    assert "| >= 0.11 x nginx " in result.stdout
-    assert "| <= 4 x nginx's " in result.stdout
-    results = json.loads(out.read_text())
+        assert row in stdout, row
+    assert "| >= 0.11 x nginx " in stdout
+    assert "| <= 4 x nginx's " in stdout
     ours, nginx = results["storage_server"], results["nginx"]
     for figures in (ours, nginx):
         assert figures["download_mbps"]["median"] > 0
@@ -58,16 +47,8 @@ def test_benchmark_smoke_run_reports_every_figure(tmp_path: Path) -> None:
 
 
 def test_backends_benchmark_smoke_run_reports_both_backends(tmp_path: Path) -> None:
-    out = tmp_path / "backends.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "backends.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "| 1 GiB download MB/s |" in result.stdout
-    results = json.loads(out.read_text())
+    stdout, results = run_benchmark("backends.py", tmp_path, "--smoke")
+    assert "| 1 GiB download MB/s |" in stdout
     for backend in ("fs", "s3"):
         figures = results[backend]
         assert figures["upload_raw_mbps"]["median"] > 0
@@ -79,16 +60,8 @@ def test_backends_benchmark_smoke_run_reports_both_backends(tmp_path: Path) -> N
 
 
 def test_s3_benchmark_smoke_run_compares_the_s3_endpoint_with_the_native_api(tmp_path: Path) -> None:
-    out = tmp_path / "s3.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "s3.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "| 4 KiB GET req/s |" in result.stdout
-    results = json.loads(out.read_text())
+    stdout, results = run_benchmark("s3.py", tmp_path, "--smoke")
+    assert "| 4 KiB GET req/s |" in stdout
     for side in ("storage_server", "s3"):
         assert results[side]["put_mbps"]["median"] > 0
         assert results[side]["get_mbps"]["median"] > 0

@@ -4,26 +4,15 @@ every request type with its percentiles."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.service import ROOT
+from tests.benchsmoke import run_benchmark
 
 
 def test_mixed_load_smoke_reports_percentiles_per_request_type_with_fsync_on_and_off(tmp_path: Path) -> None:
-    out = tmp_path / "mixed.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "mixed.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "| request type " in result.stdout
-    assert "p95 < 500 ms, 0 failures (small upload)" in result.stdout
-    results = json.loads(out.read_text())
+    stdout, results = run_benchmark("mixed.py", tmp_path, "--smoke", timeout=120)
+    assert "| request type " in stdout
+    assert "p95 < 500 ms, 0 failures (small upload)" in stdout
     for mode, fsync in (("fsync_on", True), ("fsync_off", False)):
         run = results[mode]
         assert run["fsync"] is fsync
