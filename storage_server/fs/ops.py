@@ -68,6 +68,15 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
+def writeback_due(fd: int, done: int, end: int, every: int) -> int:
+    """Start writeback of the bytes of `fd` from `done` to `end` once there are `every` of them
+    (start_writeback); return the new mark of bytes handed to the kernel."""
+    if end - done >= every:
+        start_writeback(fd, done, end - done)
+        return end
+    return done
+
+
 def rename_noreplace(src: Path | str, dst_dir_fd: int, dst: str) -> None:
     """renameat2(RENAME_NOREPLACE): move src to dst unless dst exists (then FileExistsError)."""
     if _renameat2(_AT_FDCWD, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_NOREPLACE):

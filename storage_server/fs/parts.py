@@ -274,12 +274,8 @@ class AppendWriter:
 
 
 def _writeback(fd: int, done: int, end: int, fsync: bool) -> int:
-    """Start writing the bytes after `done` to disk once there are enough of them, to overlap
-    the disk writes with the transfer instead of paying them at commit; return the new mark."""
-    if fsync and end - done >= WRITEBACK_EVERY:
-        fsops.start_writeback(fd, done, end - done)
-        return end
-    return done
+    """Overlap a part's disk writes with the transfer instead of paying them at commit."""
+    return fsops.writeback_due(fd, done, end, WRITEBACK_EVERY) if fsync else done
 
 
 def grow(folder: Path, number: int, lock_fd: int, fsync: bool) -> AppendWriter | None:

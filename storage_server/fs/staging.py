@@ -107,10 +107,9 @@ class Upload:
             with os_errors("the upload"):
                 write_all(fd, data)
             self.size += size
-            if self._store.fsync and self.size - self._written_back >= WRITEBACK_EVERY:
+            if self._store.fsync:
                 # Overlap the disk writes with the transfer instead of paying them all at commit.
-                fsops.start_writeback(fd, self._written_back, self.size - self._written_back)
-                self._written_back = self.size
+                self._written_back = fsops.writeback_due(fd, self._written_back, self.size, WRITEBACK_EVERY)
 
     def copy_from(self, reader: BlobReader) -> None:
         """Fill the upload with a stored file, in the kernel where it can; its sha256 is kept."""
