@@ -48,6 +48,7 @@ def completed(text: str) -> list[str]:
     lines = []
     for line in text.splitlines():
         tid, _, rest = line.partition(" ")
+        rest = rest.lstrip()  # strace pads the thread id to a width
         if rest.endswith("<unfinished ...>"):
             pending[tid] = rest.removesuffix("<unfinished ...>").rstrip()
         elif rest.startswith("<... ") and tid in pending:
